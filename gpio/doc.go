@@ -1,0 +1,41 @@
+// Package gpio owns the hardware lines pimqtt drives: it resolves line specs
+// (GPIO21, J8p40, pin40, gpiochip0:21, sim, auto) to a GPIO character-device
+// line through go-gpiocdev on Linux, or to a simulated line anywhere else.
+// It imports none of pimqtt's packages.
+//
+// # Line specs
+//
+// [ParseSpec] accepts auto (the default), sim or sim:NAME, a line name
+// (GPIO21), a physical pin of the Raspberry Pi's 40-pin header (J8p40 or
+// pin40, translated to its BCM line: pin 40 is GPIO21) and CHIP:OFFSET
+// (gpiochip0:21, /dev/gpiochip0:21, 0:21).
+//
+// # Opening a line
+//
+// [OpenOutput] requests a line as an output and returns an [Output]:
+//
+//	out, err := gpio.OpenOutput("pin40", gpio.WithLogger(logger))
+//	if err != nil {
+//		return err // says which chip and line, and what to do
+//	}
+//	defer out.Close()
+//	err = out.SetValue(1)
+//
+// Names are found on whichever chip has them, so one spec works on every
+// Pi model and kernel. Only "sim", and "auto" when no chip has GPIO21, give
+// a simulated line ([Sim]); every other failure is an error, never a
+// silent simulation. Hold the Output for the life of the process: after
+// Close the kernel may return the line to its default state.
+//
+// # Platforms
+//
+// The kernel lines need Linux (go-gpiocdev's uAPI is Linux-only). The
+// package builds everywhere; elsewhere "sim" and "auto" give a Sim and any
+// other spec is an error, as is [ListLines].
+//
+// # Tests
+//
+// Tests that need a kernel GPIO chip run inside ../shared/gpio-vm (a QEMU
+// VM with the gpio-sim driver; .ci/gpio-vm runs them) and skip only when
+// GPIOSIM_CHIP is unset.
+package gpio

@@ -1,0 +1,35 @@
+//go:build !linux
+
+package gpio
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func benchKernelLine(b *testing.B) { b.Skip("kernel GPIO lines need Linux") }
+
+func TestOpenOutputNeedsLinux(t *testing.T) {
+	logger, logs := testLogger(t)
+	for _, spec := range []string{"GPIO21", "pin40", "gpiochip0:21"} {
+		_, err := OpenOutput(spec, WithLogger(logger))
+		if err == nil || !errors.Is(err, errNeedLinux) || !strings.Contains(err.Error(), "use --gpio sim") {
+			t.Errorf("OpenOutput(%q) error %v, want one saying GPIO needs Linux", spec, err)
+		}
+	}
+	out, err := OpenOutput("auto", WithLogger(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if _, ok := out.(*Sim); !ok {
+		t.Errorf("auto gave %T, want *Sim", out)
+	}
+	if !strings.Contains(logs.String(), `level=WARN msg="no GPIO chip has line GPIO21; using a simulated line"`) {
+		t.Errorf("no warning for auto:\n%s", logs)
+	}
+	if err := ListLines(&strings.Builder{}); err == nil {
+		t.Error("ListLines succeeded off Linux")
+	}
+}

@@ -1,0 +1,153 @@
+package gpio
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+)
+
+// Output is one output line, driven by its logical level (0 or 1).
+//
+// Both implementations, a kernel line from [OpenOutput] and a [Sim], are
+// safe for concurrent use.
+type Output interface {
+	// SetValue drives the line to value, which must be 0 or 1; anything
+	// else is an error and leaves the line as it was.
+	SetValue(value int) error
+
+	// Value reads back the level the line is driven to.
+	Value() (int, error)
+
+	// Close releases the line. It does not change the level, but once the
+	// line is released the kernel may return it to its default state, so
+	// set the level you want to leave behind first. Close is idempotent:
+	// calls after the first return nil. SetValue and Value after Close
+	// return an error that wraps [ErrClosed].
+	Close() error
+
+	// String returns a human name for the line, e.g.
+	// "gpiochip0:21 (GPIO21)" or "sim:GPIO21".
+	String() string
+}
+
+// ErrClosed is wrapped by the errors of SetValue and Value on a closed
+// [Output].
+var ErrClosed = errors.New("line closed")
+
+// Option configures [OpenOutput] and [NewSim]: one of [WithLogger],
+// [WithConsumer] or [WithInitialValue].
+type Option interface {
+	applyOption(*config)
+}
+
+// LoggerOption is the [Option] made by [WithLogger].
+type LoggerOption struct{ logger *slog.Logger }
+
+// WithLogger sets the logger for the line's messages: requests and
+// fallbacks at info and warn, SetValue at debug (kernel lines) or every
+// change at info (simulated lines). The default, and what nil means, is
+// slog.Default() at the time the line is opened.
+func WithLogger(l *slog.Logger) LoggerOption { return LoggerOption{logger: l} }
+
+func (o LoggerOption) applyOption(c *config) {
+	if o.logger != nil {
+		c.logger = o.logger
+	}
+}
+
+// ConsumerOption is the [Option] made by [WithConsumer].
+type ConsumerOption string
+
+// WithConsumer sets the consumer name the kernel shows for the requested
+// line (gpioinfo, "pimqtt gpio", and our own busy errors). The default is
+// "pimqtt". The kernel keeps at most 31 bytes, so a longer or an empty
+// name is an error.
+func WithConsumer(name string) ConsumerOption { return ConsumerOption(name) }
+
+func (o ConsumerOption) applyOption(c *config) { c.consumer = string(o) }
+
+// InitialValueOption is the [Option] made by [WithInitialValue].
+type InitialValueOption int
+
+// WithInitialValue sets the level (0 or 1) the line is driven to as soon as
+// it is requested, without a glitch. The default is 0.
+func WithInitialValue(v int) InitialValueOption { return InitialValueOption(v) }
+
+func (o InitialValueOption) applyOption(c *config) { c.initial = int(o) }
+
+// config is the result of applying Options.
+type config struct {
+	logger   *slog.Logger
+	consumer string
+	initial  int
+}
+
+// DefaultConsumer is the consumer name lines are requested with unless
+// [WithConsumer] says otherwise.
+const DefaultConsumer = "pimqtt"
+
+// maxConsumer is the longest consumer name the kernel keeps (32 bytes with
+// the terminating NUL).
+const maxConsumer = 31
+
+func newConfig(opts []Option) config {
+	c := config{consumer: DefaultConsumer}
+	for _, o := range opts {
+		if o != nil {
+			o.applyOption(&c)
+		}
+	}
+	if c.logger == nil {
+		c.logger = slog.Default()
+	}
+	return c
+}
+
+// validate reports the first option value that cannot be used.
+func (c config) validate() error {
+	if c.initial != 0 && c.initial != 1 {
+		return fmt.Errorf("gpio: initial value %d: want 0 or 1", c.initial)
+	}
+	if c.consumer == "" || len(c.consumer) > maxConsumer {
+		return fmt.Errorf("gpio: consumer name %q: want 1..%d bytes", c.consumer, maxConsumer)
+	}
+	return nil
+}
+
+// valueError is the error of SetValue(v) for a v other than 0 and 1.
+func valueError(name string, v int) error {
+	return fmt.Errorf("gpio: set %s to %d: value must be 0 or 1", name, v)
+}
+
+// OpenOutput requests the line named by spec (see [ParseSpec]) as an
+// output, driven to the initial value (default 0), and returns it. The
+// caller must Close it.
+//
+// On Linux, names and board pins are looked up on every GPIO chip with
+// go-gpiocdev's FindLine, so the same spec works on a Pi 0-4 (gpiochip0)
+// and a Pi 5 (gpiochip4 on older kernels, gpiochip0 on newer ones). When
+// no line has the name and the name is GPIOn, offset n of a Raspberry Pi
+// header chip (label pinctrl-bcm2835, pinctrl-bcm2711 or pinctrl-rp1) is
+// used, because some Pi device trees name lines after their function
+// (GPIO2 is "SDA1" on a Pi 4).
+//
+// "sim" always gives a [Sim]. "auto" gives the kernel line GPIO21 and
+// falls back to a Sim, with a warning, only when no chip has that line;
+// no other spec ever falls back to a simulated line. On systems other than
+// Linux every spec except "sim" and "auto" is an error.
+//
+// Errors name the chip and line and say what to do. They wrap the cause,
+// so errors.Is works with fs.ErrPermission (no access to /dev/gpiochipN),
+// syscall.EBUSY (line held by another process or a kernel driver) and
+// fs.ErrNotExist (no such chip).
+func OpenOutput(spec string, opts ...Option) (Output, error) {
+	cfg := newConfig(opts)
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	sp, err := ParseSpec(spec)
+	if err != nil {
+		return nil, err
+	}
+	return openSpec(sp, cfg)
+}

@@ -1,0 +1,375 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/pimqtt/pimqtt/broker"
+)
+
+// Test helpers shared by the end-to-end tests. Every external tool is
+// required: a missing one fails the test with the Debian package to
+// install, so CI can never pass by skipping.
+
+const testTimeout = 20 * time.Second
+
+func requireTool(t testing.TB, name, debianPackage string) string {
+	t.Helper()
+	if name == "python3" {
+		// Debian's interpreter is the one with python3-paho-mqtt 1.6.
+		name = "/usr/bin/python3"
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s not found: apt-get install %s (.ci/run does)", name, debianPackage)
+	}
+	return p
+}
+
+// syncBuffer is a log sink tests can read while the program writes to it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// passwordFile makes a password file with the real mosquitto_passwd.
+func passwordFile(t testing.TB, users ...string) string {
+	t.Helper()
+	bin := requireTool(t, "mosquitto_passwd", "mosquitto")
+	path := filepath.Join(t.TempDir(), "passwd")
+	for i := 0; i+1 < len(users); i += 2 {
+		args := []string{"-b", path, users[i], users[i+1]}
+		if i == 0 {
+			args = append([]string{"-c"}, args...)
+		}
+		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_passwd %v: %v\n%s", args, err, out)
+		}
+	}
+	return path
+}
+
+// testConfig is an all-in-one configuration on loopback ports chosen by the
+// kernel, with a simulated line.
+func testConfig(passwordFile string) Config {
+	return Config{
+		Mode: ModeAll,
+		Listeners: []broker.ListenerConfig{
+			{Kind: broker.TCP, Addr: "127.0.0.1:0"},
+			{Kind: broker.WebSocket, Addr: "127.0.0.1:0"},
+		},
+		PasswordFile: passwordFile,
+		Limits:       broker.DefaultLimits(),
+		Topic:        "raspberry/led",
+		StatusTopic:  "raspberry/status",
+		GPIO:         "sim",
+	}
+}
+
+// startMain runs the program in-process and returns it with its log.
+func startMain(t testing.TB, cfg Config) (*Main, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
+	m := &Main{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := m.Run(ctx); err != nil {
+		t.Fatalf("Run: %v\nlog:\n%s", err, logs)
+	}
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("program log:\n%s", logs)
+		}
+	})
+	return m, logs
+}
+
+// addr returns the host and port of the first listener of a kind.
+func addr(t testing.TB, m *Main, kind string) (string, string) {
+	t.Helper()
+	for _, a := range m.BrokerAddrs() {
+		if a.Kind == kind {
+			host, port, err := net.SplitHostPort(a.Addr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return host, port
+		}
+	}
+	t.Fatalf("no %s listener", kind)
+	return "", ""
+}
+
+// lineValue reads the device's line.
+func lineValue(t testing.TB, m *Main) int {
+	t.Helper()
+	v, err := m.line.Value()
+	if err != nil {
+		t.Fatalf("line value: %v", err)
+	}
+	return v
+}
+
+// message is one received publish.
+type message struct {
+	topic    string
+	payload  string
+	retained bool
+}
+
+// subscriber is a paho Go client that records what it receives.
+type subscriber struct {
+	client paho.Client
+	msgs   chan message
+}
+
+func newSubscriber(t testing.TB, brokerURL, user, password string, topics ...string) *subscriber {
+	t.Helper()
+	s := &subscriber{msgs: make(chan message, 256)}
+	opts := paho.NewClientOptions().AddBroker(brokerURL).
+		SetClientID(fmt.Sprintf("test-sub-%d", time.Now().UnixNano())).
+		SetUsername(user).SetPassword(password).
+		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second)
+	s.client = paho.NewClient(opts)
+	if tok := s.client.Connect(); !tok.WaitTimeout(testTimeout) || tok.Error() != nil {
+		t.Fatalf("subscriber connect to %s: %v", brokerURL, tok.Error())
+	}
+	t.Cleanup(func() { s.client.Disconnect(100) })
+	for _, topic := range topics {
+		tok := s.client.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) {
+			s.msgs <- message{topic: m.Topic(), payload: string(m.Payload()), retained: m.Retained()}
+		})
+		if !tok.WaitTimeout(testTimeout) || tok.Error() != nil {
+			t.Fatalf("subscribe %s: %v", topic, tok.Error())
+		}
+	}
+	return s
+}
+
+// waitFor returns the first message on topic with the payload, failing
+// after the test timeout.
+func (s *subscriber) waitFor(t testing.TB, topic, payload string) message {
+	t.Helper()
+	deadline := time.After(testTimeout)
+	var seen []string
+	for {
+		select {
+		case m := <-s.msgs:
+			if m.topic == topic && m.payload == payload {
+				return m
+			}
+			seen = append(seen, m.topic+"="+m.payload)
+		case <-deadline:
+			t.Fatalf("no %q on %s within %v; saw %v", payload, topic, testTimeout, seen)
+		}
+	}
+}
+
+// publish sends one message with a paho Go client and waits for the PUBACK.
+func publish(t testing.TB, brokerURL, user, password, topic string, payload []byte) {
+	t.Helper()
+	opts := paho.NewClientOptions().AddBroker(brokerURL).
+		SetClientID(fmt.Sprintf("test-pub-%d", time.Now().UnixNano())).
+		SetUsername(user).SetPassword(password).SetAutoReconnect(false)
+	c := paho.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(testTimeout) || tok.Error() != nil {
+		t.Fatalf("publisher connect to %s: %v", brokerURL, tok.Error())
+	}
+	defer c.Disconnect(100)
+	if tok := c.Publish(topic, 1, false, payload); !tok.WaitTimeout(testTimeout) || tok.Error() != nil {
+		t.Fatalf("publish %s: %v", topic, tok.Error())
+	}
+}
+
+// freePort returns a loopback port that was free a moment ago, for tools
+// that must be told a port up front (mosquitto, a child pimqtt).
+func freePort(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
+}
+
+// waitListening dials addr until it accepts, within the test timeout.
+func waitListening(t testing.TB, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not listening after %v: %v", addr, testTimeout, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// startMosquitto runs the real mosquitto broker with extra config lines and
+// returns its port.
+func startMosquitto(t testing.TB, port string, extra ...string) {
+	t.Helper()
+	bin := requireTool(t, "mosquitto", "mosquitto")
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "mosquitto.conf")
+	lines := append([]string{
+		"listener " + port + " 127.0.0.1",
+		"persistence false",
+		"log_dest stderr",
+		// Started as root, Debian's broker drops to user mosquitto, which
+		// could not read files in the test's temp dir.
+		"user root",
+	}, extra...)
+	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", conf)
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start mosquitto: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("mosquitto log:\n%s", logs)
+		}
+	})
+	waitListening(t, "127.0.0.1:"+port)
+}
+
+// process is a pimqtt child process.
+type process struct {
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan error
+}
+
+// startProcess runs the test binary of pimqtt with args.
+func startProcess(t testing.TB, env []string, args ...string) *process {
+	t.Helper()
+	cmd := exec.Command(pimqttBinary(t), args...)
+	cmd.Env = append(os.Environ(), env...)
+	p := &process{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start pimqtt: %v", err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("pimqtt %v log:\n%s", args, p.logs)
+		}
+	})
+	return p
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *process) wait(t testing.TB) int {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err // let Cleanup's receive return
+		if err == nil {
+			return 0
+		}
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode()
+		}
+		t.Fatalf("wait: %v", err)
+	case <-time.After(testTimeout):
+		t.Fatalf("pimqtt did not exit within %v; log:\n%s", testTimeout, p.logs)
+	}
+	return -1
+}
+
+// waitLog waits until the process log contains s.
+func waitLog(t testing.TB, logs interface{ String() string }, s string) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for !strings.Contains(logs.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log never contained %q:\n%s", s, logs)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// pimqttBinary builds the real binary once per test run.
+func pimqttBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "pimqtt-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildPath = filepath.Join(dir, "pimqtt")
+		out, err := exec.Command("go", "build", "-o", buildPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// lines reads r line by line into a channel, for child processes that
+// announce readiness on stdout.
+func lines(r io.Reader) <-chan string {
+	ch := make(chan string, 64)
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			ch <- sc.Text()
+		}
+	}()
+	return ch
+}

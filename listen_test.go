@@ -1,0 +1,48 @@
+package main
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/pimqtt/pimqtt/broker"
+)
+
+func TestListenerConfigs(t *testing.T) {
+	lc := func(kind, addr string, optional bool) broker.ListenerConfig {
+		return broker.ListenerConfig{Kind: kind, Addr: addr, Optional: optional}
+	}
+	cases := []struct {
+		name           string
+		tcp, ws        []string
+		changed        bool
+		passwordFile   string
+		allowAnonymous bool
+		want           []broker.ListenerConfig
+		wantErr        bool
+	}{
+		{name: "defaults without password file bind loopback", tcp: []string{":1883"}, ws: []string{":8083"},
+			want: []broker.ListenerConfig{lc("tcp", "127.0.0.1:1883", false), lc("tcp", "[::1]:1883", true), lc("ws", "127.0.0.1:8083", false), lc("ws", "[::1]:8083", true)}},
+		{name: "defaults with password file bind everywhere", tcp: []string{":1883"}, ws: []string{":8083"}, passwordFile: "p",
+			want: []broker.ListenerConfig{lc("tcp", ":1883", false), lc("ws", ":8083", false)}},
+		{name: "explicit all-interfaces without password file", tcp: []string{":1883"}, changed: true, wantErr: true},
+		{name: "explicit LAN address without password file", tcp: []string{"192.0.2.10:1883"}, changed: true, wantErr: true},
+		{name: "explicit LAN address with allow-anonymous", tcp: []string{"0.0.0.0:1883"}, changed: true, allowAnonymous: true,
+			want: []broker.ListenerConfig{lc("tcp", "0.0.0.0:1883", false)}},
+		{name: "explicit loopback", tcp: []string{"127.0.0.1:1884", "[::1]:1884", "localhost:1885"}, changed: true,
+			want: []broker.ListenerConfig{lc("tcp", "127.0.0.1:1884", false), lc("tcp", "[::1]:1884", false), lc("tcp", "localhost:1885", false)}},
+		{name: "websocket disabled", tcp: []string{"127.0.0.1:1"}, ws: []string{""}, changed: true,
+			want: []broker.ListenerConfig{lc("tcp", "127.0.0.1:1", false)}},
+		{name: "garbage", tcp: []string{"no-port"}, changed: true, wantErr: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := listenerConfigs(tc.tcp, tc.ws, tc.changed, tc.changed, tc.passwordFile, tc.allowAnonymous)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tc.wantErr)
+			}
+			if !tc.wantErr && !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}

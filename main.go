@@ -1,0 +1,240 @@
+// Command pimqtt turns a Raspberry Pi into both an MQTT broker and the
+// device it controls: one process replaces mosquitto, mosquitto_passwd and
+// a Python LED script. main.go only parses the command line and wires the
+// packages together; Main (app.go) is the running program.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/pimqtt/pimqtt/auth"
+	"github.com/pimqtt/pimqtt/broker"
+	"github.com/pimqtt/pimqtt/gpio"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run is main without os.Exit, so tests can call it.
+func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "passwd":
+			return runPasswd(args[1:], stdin, stdout, stderr)
+		case "gpio":
+			if err := gpio.ListLines(stdout); err != nil {
+				fmt.Fprintln(stderr, "pimqtt gpio:", err)
+				return 1
+			}
+			return 0
+		}
+	}
+	cfg, logger, err := parseFlags(args, stdout, stderr)
+	if errors.Is(err, pflag.ErrHelp) || errors.Is(err, errVersionShown) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "pimqtt:", err)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	m := &Main{Config: cfg, Logger: logger}
+	if err := m.Run(ctx); err != nil {
+		logger.Error("startup failed", "error", err)
+		return 1
+	}
+	hup := make(chan os.Signal, 1)
+	notifyReload(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-hup:
+			if err := m.Reload(); err != nil {
+				logger.Error("reload failed; keeping the previous password file", "error", err)
+			}
+		case <-ctx.Done():
+		}
+	}
+	logger.Info("shutting down")
+	if err := m.Close(); err != nil {
+		logger.Error("shutdown", "error", err)
+		return 1
+	}
+	return 0
+}
+
+var errVersionShown = errors.New("version shown")
+
+func parseFlags(args []string, stdout, stderr io.Writer) (Config, *slog.Logger, error) {
+	var cfg Config
+	fs := pflag.NewFlagSet("pimqtt", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Mode, "mode", ModeAll, "what to run: all (broker and device), broker, or device")
+	tcp := fs.StringArray("listen", []string{":1883"}, "MQTT over TCP address (repeatable)")
+	ws := fs.StringArray("ws-listen", []string{":8083"}, `MQTT over WebSocket address, any path incl. /mqtt (repeatable; "" disables)`)
+	fs.StringVar(&cfg.PasswordFile, "password-file", "", "mosquitto password file (make one with: pimqtt passwd -c FILE USER)")
+	fs.BoolVar(&cfg.AllowAnonymous, "allow-anonymous", false, "allow clients without a user name on every listener")
+	fs.StringVar(&cfg.BrokerURL, "broker", "tcp://127.0.0.1:1883", "broker the device connects to in device mode: tcp://, mqtt://, ws://host:port/mqtt")
+	fs.StringVar(&cfg.Username, "username", "", "device mode: user name for --broker")
+	fs.StringVar(&cfg.Password, "password", "", "device mode: password for --broker (or env PIMQTT_PASSWORD, which stays out of ps)")
+	fs.StringVar(&cfg.ClientID, "client-id", "", "device's MQTT client id (default pimqtt-HOSTNAME)")
+	fs.StringVar(&cfg.Topic, "topic", "raspberry/led", "command topic; state is published retained on TOPIC/state")
+	fs.StringVar(&cfg.StatusTopic, "status-topic", "raspberry/status", `topic for the retained {"status": "On"|"Off"} and the Last Will`)
+	fs.StringVar(&cfg.GPIO, "gpio", "auto", "output line: GPIO21, J8p40, pin40, gpiochip0:21, sim, or auto (GPIO21 if present, else simulated)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	cfg.Limits = broker.DefaultLimits()
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: pimqtt [flags]\n       pimqtt passwd [-c] [-b] [-D] FILE USER [PASSWORD]\n       pimqtt gpio\n\nFlags:\n%s", fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, nil, err
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "pimqtt", version)
+		return cfg, nil, errVersionShown
+	}
+	if fs.NArg() > 0 {
+		return cfg, nil, fmt.Errorf("unexpected argument %q (subcommands: passwd, gpio)", fs.Arg(0))
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return cfg, nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	switch cfg.Mode {
+	case ModeAll, ModeBroker, ModeDevice:
+	default:
+		return cfg, nil, fmt.Errorf("--mode %q: want all, broker or device", cfg.Mode)
+	}
+	if cfg.Password == "" {
+		cfg.Password = os.Getenv("PIMQTT_PASSWORD")
+	}
+	if cfg.Mode == ModeDevice {
+		return cfg, logger, nil
+	}
+	listeners, err := listenerConfigs(*tcp, *ws, fs.Changed("listen"), fs.Changed("ws-listen"), cfg.PasswordFile, cfg.AllowAnonymous)
+	if err != nil {
+		return cfg, nil, err
+	}
+	cfg.Listeners = listeners
+	if cfg.PasswordFile == "" {
+		logger.Warn("no --password-file: default listeners bind loopback only and anonymous clients are allowed there; " +
+			"for phones on the LAN make a password file with: pimqtt passwd -c /etc/pimqtt/passwd USER, then run with --password-file /etc/pimqtt/passwd")
+	}
+	return cfg, logger, nil
+}
+
+// listenerConfigs applies mosquitto 2.0's safe default: with no password
+// file the default listeners bind loopback only, and an explicit
+// non-loopback address needs --allow-anonymous.
+func listenerConfigs(tcp, ws []string, tcpChanged, wsChanged bool, passwordFile string, allowAnonymous bool) ([]broker.ListenerConfig, error) {
+	var out []broker.ListenerConfig
+	add := func(kind string, addrs []string, explicit bool) error {
+		for _, addr := range addrs {
+			if addr == "" {
+				continue
+			}
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return fmt.Errorf("listen address %q: %w", addr, err)
+			}
+			if passwordFile != "" || allowAnonymous {
+				out = append(out, broker.ListenerConfig{Kind: kind, Addr: addr})
+				continue
+			}
+			if !explicit && host == "" {
+				out = append(out,
+					broker.ListenerConfig{Kind: kind, Addr: net.JoinHostPort("127.0.0.1", port)},
+					broker.ListenerConfig{Kind: kind, Addr: net.JoinHostPort("::1", port), Optional: true})
+				continue
+			}
+			if !isLoopback(host) {
+				return fmt.Errorf("%s listener %q is reachable from the network but there is no --password-file: "+
+					"make one with `pimqtt passwd -c /etc/pimqtt/passwd USER` (or mosquitto_passwd) and pass --password-file /etc/pimqtt/passwd, "+
+					"or pass --allow-anonymous to let anyone on the network connect", kind, addr)
+			}
+			out = append(out, broker.ListenerConfig{Kind: kind, Addr: addr})
+		}
+		return nil
+	}
+	if err := add(broker.TCP, tcp, tcpChanged); err != nil {
+		return nil, err
+	}
+	if err := add(broker.WebSocket, ws, wsChanged); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// runPasswd is `pimqtt passwd`, which writes the lines mosquitto_passwd 2.0
+// writes.
+func runPasswd(args []string, stdin *os.File, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("pimqtt passwd", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	create := fs.BoolP("create", "c", false, "create a new password file, overwriting an existing one")
+	batch := fs.BoolP("batch", "b", false, "take the password from the command line")
+	del := fs.BoolP("delete", "D", false, "delete the user from the file")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: pimqtt passwd [-c] [-b] [-D] FILE USER [PASSWORD]\n%s", fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	rest := fs.Args()
+	want := 2
+	if *batch {
+		want = 3
+	}
+	if len(rest) != want || (*del && (*batch || *create)) {
+		fs.Usage()
+		return 2
+	}
+	path, user := rest[0], rest[1]
+	var err error
+	switch {
+	case *del:
+		err = auth.DeleteUser(path, user)
+	default:
+		var password string
+		if *batch {
+			password = rest[2]
+		} else if password, err = auth.ReadPasswordTwice(stdin, stdout); err != nil {
+			break
+		}
+		err = auth.SetPassword(path, user, password, *create)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "pimqtt passwd:", err)
+		return 1
+	}
+	return 0
+}
