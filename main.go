@@ -219,6 +219,10 @@ func runPasswd(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 		return 2
 	}
 	path, user := rest[0], rest[1]
+	if err := auth.ValidateUsername(user); err != nil && !*del {
+		fmt.Fprintln(stderr, "pimqtt passwd:", err)
+		return 1
+	}
 	var err error
 	switch {
 	case *del:

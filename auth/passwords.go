@@ -121,10 +121,10 @@ const (
 
 // splitLine reads one line (with or without its line ending) the way the
 // mosquitto 2.0 broker does, so that Parse, SetPassword and DeleteUser agree
-// with it about which user a line belongs to. mosquitto only treats '#' in
-// the first column as a comment; we also accept indented comments, which
-// mosquitto would read as a user whose name starts with '#' and whose hash
-// is then invalid: the line is ignored either way.
+// with it about which user a line belongs to. One deliberate difference:
+// mosquitto treats only a '#' in the first column as a comment and would
+// read "  #x:hash" as user "#x"; we treat it as the indented comment it
+// almost certainly is (ValidateUsername refuses such names anyway).
 func splitLine(line string) (user, hash string, kind lineKind) {
 	text := strings.Trim(line, blanks)
 	if text == "" || text[0] == '#' {

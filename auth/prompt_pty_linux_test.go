@@ -21,13 +21,21 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 		t.Fatalf("open /dev/ptmx: %v", err)
 	}
 	t.Cleanup(func() { m.Close() })
-	var unlock int32
-	if err := ioctl(m.Fd(), syscall.TIOCSPTLCK, unsafe.Pointer(&unlock)); err != nil {
-		t.Fatalf("unlock pty: %v", err)
+	// Not m.Fd(): that would switch the master to blocking mode and make
+	// its read deadline below useless.
+	rc, err := m.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
 	}
+	var unlock int32
 	var n uint32
-	if err := ioctl(m.Fd(), syscall.TIOCGPTN, unsafe.Pointer(&n)); err != nil {
-		t.Fatalf("pty number: %v", err)
+	var ioctlErr error
+	if err := rc.Control(func(fd uintptr) {
+		if ioctlErr = ioctl(fd, syscall.TIOCSPTLCK, unsafe.Pointer(&unlock)); ioctlErr == nil {
+			ioctlErr = ioctl(fd, syscall.TIOCGPTN, unsafe.Pointer(&n))
+		}
+	}); err != nil || ioctlErr != nil {
+		t.Fatalf("unlock pty / get its number: %v %v", err, ioctlErr)
 	}
 	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
 	if err != nil {

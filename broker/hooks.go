@@ -31,44 +31,57 @@ func (h *authHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
 }
 
-// OnConnect refuses anonymous clients with "not authorized" (3.1.1 code 5,
-// MQTT 5 0x87), the answer mosquitto gives and the seed's paho client
-// documents. Mochi would otherwise answer every refusal with "bad user name
-// or password", so the CONNACK is sent here and the connection ended.
+// Refusal codes. Mochi maps "bad user name or password" to 3.1.1's code 5
+// and sends MQTT 5's 0x87 unmapped to 3.1.1 clients, so pimqtt answers
+// refusals itself with the codes the spec and the seed's paho client use.
+var (
+	badCredentialsV3 = packets.Code{Code: 0x04, Reason: "bad user name or password"}
+	notAuthorizedV3  = packets.Code{Code: 0x05, Reason: "not authorized"}
+)
+
+// OnConnect decides whether the client may connect and, if not, sends the
+// refusal: a wrong user name or password gets 4 (MQTT 5: 0x86), an
+// anonymous client when anonymous access is off gets 5 (0x87).
 func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
-	if cl.Net.Listener == h.trustedListener || h.allowAnonymous || pk.Connect.UsernameFlag {
+	if cl.Net.Listener == h.trustedListener {
 		return nil
 	}
-	h.log.Warn("auth failed: anonymous client refused", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
-	if err := h.server.SendConnack(cl, packets.ErrNotAuthorized, false, nil); err != nil {
-		h.log.Debug("could not send CONNACK", "client", cl.ID, "error", err)
-	}
-	return packets.ErrNotAuthorized
-}
-
-// OnConnectAuthenticate checks the user name and password. A false answer
-// makes Mochi send "bad user name or password" (4 / 0x86).
-func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	if cl.Net.Listener == h.trustedListener {
-		return true
-	}
 	if !pk.Connect.UsernameFlag {
-		return h.allowAnonymous
+		if h.allowAnonymous {
+			return nil
+		}
+		h.log.Warn("auth failed: anonymous client refused", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
+		return h.refuse(cl, notAuthorizedV3, packets.ErrNotAuthorized)
 	}
 	pw := h.passwords.Load()
 	if pw == nil {
-		// No password file: the operator chose anonymous access (the
-		// listeners are loopback-only or --allow-anonymous was given), and
-		// mosquitto likewise accepts any user name then.
-		return true
+		// No password file: the operator chose anonymous access (loopback
+		// listeners or --allow-anonymous), and mosquitto likewise accepts
+		// any user name then.
+		return nil
 	}
 	user := string(pk.Connect.Username)
 	if pw.Check(user, string(pk.Connect.Password)) {
-		return true
+		return nil
 	}
 	h.log.Warn("auth failed: bad user name or password", "client", cl.ID, "user", user, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
-	return false
+	return h.refuse(cl, badCredentialsV3, packets.ErrBadUsernameOrPassword)
 }
+
+func (h *authHook) refuse(cl *mqtt.Client, v3, v5 packets.Code) error {
+	code := v5
+	if cl.Properties.ProtocolVersion < 5 {
+		code = v3
+	}
+	if err := h.server.SendConnack(cl, code, false, nil); err != nil {
+		h.log.Debug("could not send CONNACK", "client", cl.ID, "error", err)
+	}
+	return v5
+}
+
+// OnConnectAuthenticate lets through every client that reached it: Mochi
+// only calls it after OnConnect, which has already refused the others.
+func (h *authHook) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
 
 // OnACLCheck allows every authenticated client to publish and subscribe
 // anywhere; per-user topic rules are not part of pimqtt yet.

@@ -27,6 +27,7 @@ import (
 	"unicode/utf8"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // Line is the output the device drives. gpio.Output satisfies it. The device serialises all
@@ -127,18 +128,16 @@ type Device struct {
 	closed  bool
 	client  mqtt.Client
 
-	// pubMu orders publishes: once Close has queued its final state and Off, pubClosed stops a
-	// late reconnect handler or state publisher from queueing an On or a stale state after them.
-	pubMu     sync.Mutex
-	pubClosed bool
-
 	// connMu guards conn, the latest dialled connection, which Close drops abruptly when it
 	// could not confirm its Off publish, so the broker publishes the will instead.
 	connMu sync.Mutex
 	conn   net.Conn
 
-	kick    chan struct{} // coalesced "publish the state" requests; buffer 1
-	pubDone chan struct{} // closed when the state publisher exits
+	// The publisher goroutine is the only publisher outside Close, so nothing it sends can
+	// follow Close's final Off (Close waits for it to exit first).
+	kick     chan struct{} // coalesced "publish" requests; buffer 1
+	announce atomic.Bool   // publish status On before the next state
+	pubDone  chan struct{} // closed when the publisher exits
 
 	failures atomic.Int64 // failed attempts since the last successful connection
 }
@@ -272,6 +271,11 @@ func (d *Device) Start(ctx context.Context) error {
 		SetConnectRetry(true).
 		SetConnectRetryInterval(min(d.maxBackoff, firstRetryInterval)).
 		SetBinaryWill(d.statusTopic, []byte(statusOff), 1, true).
+		// Outbound QoS 1 messages are not kept for resending after a reconnection: paho's
+		// resume() then races with publishes made right after the reconnection (paho issue
+		// #703: data race on the packet, double close of the token channel, a panic). Nothing
+		// is lost, because every connection starts by publishing status and state afresh.
+		SetStore(discardStore{}).
 		SetOnConnectHandler(d.onConnect).
 		SetConnectionNotificationHandler(d.onConnectionEvent)
 	if d.username != "" {
@@ -319,34 +323,53 @@ func (d *Device) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 }
 
 // onConnect runs in its own goroutine on every (re)connection, so waiting for acks is safe
-// here. The session is clean, so the subscription must be renewed every time.
+// here. The session is clean, so the subscriptions must be renewed every time; the status On
+// and the state follow from the publisher goroutine, in that order.
 func (d *Device) onConnect(c mqtt.Client) {
 	d.failures.Store(0)
 	d.log.Info("connected to broker", "client_id", d.clientID)
 	ctx, cancel := context.WithTimeout(d.ctx, ackTimeout)
 	defer cancel()
 
-	tok := c.Subscribe(d.topic, 1, d.onMessage)
-	if err := waitToken(ctx, tok); err != nil {
+	cmdTok := c.Subscribe(d.topic, 1, d.onMessage)
+	// The device also listens to its own status topic to repair a late will; see onStatus.
+	statusTok := c.Subscribe(d.statusTopic, 1, d.onStatus)
+	if err := subscribed(ctx, cmdTok, d.topic); err != nil {
 		d.log.Error("subscribe failed; commands will not arrive until the next reconnection",
 			"topic", d.topic, "err", err)
-	} else if st, ok := tok.(*mqtt.SubscribeToken); ok && st.Result()[d.topic] == 0x80 {
-		d.log.Error("broker refused the subscription (check its ACL)", "topic", d.topic)
 	}
+	if err := subscribed(ctx, statusTok, d.statusTopic); err != nil {
+		d.log.Warn("subscribe to own status failed; a late will could leave the status Off",
+			"topic", d.statusTopic, "err", err)
+	}
+	d.announce.Store(true)
+	d.requestPublish()
+}
 
-	d.pubMu.Lock()
-	if d.pubClosed {
-		d.pubMu.Unlock()
+// subscribed waits for a SUBACK and checks that the broker granted the subscription.
+func subscribed(ctx context.Context, tok mqtt.Token, topic string) error {
+	if err := waitToken(ctx, tok); err != nil {
+		return err
+	}
+	if st, ok := tok.(*mqtt.SubscribeToken); ok && st.Result()[topic] == 0x80 {
+		return errors.New("refused by the broker (check its ACL)")
+	}
+	return nil
+}
+
+// onStatus repairs a late will. When a connection dies and the device reconnects before the
+// broker has noticed, the broker publishes the old connection's will ({"status": "Off"}) after
+// the new connection's On — at session takeover, or when it finally sees the old socket close
+// (observed with Mochi over net.Pipe) — and the retained status would say Off while the device
+// is online. A live (not retained) Off while running therefore triggers a fresh On. Retained
+// messages are ignored: they arrive on subscribing, and the connection's own On follows anyway.
+func (d *Device) onStatus(_ mqtt.Client, m mqtt.Message) {
+	if m.Retained() || d.ctx.Err() != nil || string(m.Payload()) != statusOff {
 		return
 	}
-	onTok := c.Publish(d.statusTopic, 1, true, statusOn)
-	d.pubMu.Unlock()
-	if err := waitToken(ctx, onTok); err != nil {
-		d.log.Warn("publish status failed", "topic", d.statusTopic, "err", err)
-	} else {
-		d.log.Debug("status published", "topic", d.statusTopic, "status", "On")
-	}
-	d.requestStatePublish()
+	d.log.Info("status Off seen while online (late will?); announcing On again", "topic", m.Topic())
+	d.announce.Store(true)
+	d.requestPublish()
 }
 
 // onConnectionEvent logs connection progress. paho calls it synchronously from its connect
@@ -415,61 +438,88 @@ func (d *Device) onMessage(_ mqtt.Client, m mqtt.Message) {
 	}
 	// Publish even when unchanged or failed: the read-back is the truth, and a client that
 	// re-sends a command gets the state again.
-	d.requestStatePublish()
+	d.requestPublish()
 }
 
-// requestStatePublish wakes the state publisher without blocking. Requests coalesce: the
-// publisher reads the line when it runs, so one publish covers a burst of changes and the last
-// retained state always matches the line.
-func (d *Device) requestStatePublish() {
+// requestPublish wakes the publisher without blocking. Requests coalesce: the publisher
+// reads the line when it runs, so one publish covers a burst of changes and the last retained
+// state always matches the line.
+func (d *Device) requestPublish() {
 	select {
 	case d.kick <- struct{}{}:
 	default:
 	}
 }
 
-// publishLoop is the only place that publishes the state outside Close, so handlers never
-// wait on the network and publish errors are logged off the handler path.
+// publishLoop publishes status On (when announce is set) and the state, so that message
+// handlers never wait on the network and publish errors are logged off the handler path.
 func (d *Device) publishLoop(c mqtt.Client) {
 	defer close(d.pubDone)
+	pending := false
 	for {
-		select {
-		case <-d.ctx.Done():
-			return
-		case <-d.kick:
+		if !pending {
+			select {
+			case <-d.ctx.Done():
+				return
+			case <-d.kick:
+			}
 		}
-		d.publishState(c)
+		pending = false
+		if !c.IsConnectionOpen() {
+			// onConnect asks again after reconnecting; a publish queued now could only
+			// be resent stale, or not at all.
+			continue
+		}
+		if d.announce.Swap(false) {
+			tok := c.Publish(d.statusTopic, 1, true, statusOn)
+			newer, err := d.await(tok)
+			if newer {
+				pending = true
+				continue
+			}
+			if err != nil {
+				d.log.Warn("publish status failed", "topic", d.statusTopic, "err", err)
+			} else {
+				d.log.Debug("status published", "topic", d.statusTopic, "status", "On")
+			}
+		}
+		d.mu.Lock()
+		v, err := d.line.Value()
+		d.mu.Unlock()
+		if err != nil {
+			d.log.Error("read line failed; state not published", "err", err)
+			continue
+		}
+		tok := c.Publish(d.stateTopic, 1, true, statePayload(v))
+		newer, err := d.await(tok)
+		switch {
+		case newer:
+			pending = true
+		case err != nil:
+			d.log.Warn("publish state failed", "topic", d.stateTopic, "err", err)
+		default:
+			d.log.Debug("state published", "topic", d.stateTopic, "value", statePayload(v))
+		}
 	}
 }
 
-func (d *Device) publishState(c mqtt.Client) {
-	if !c.IsConnectionOpen() {
-		// onConnect publishes the state after reconnecting; queueing it now would only
-		// resend a possibly stale value.
-		return
+// await waits for a publish's PUBACK, bounded by ackTimeout and the device's life. A newer
+// request ends the wait early (newer is true): its publish supersedes this one, and waiting
+// out a connection that died with this message in flight would delay the announcement on the
+// next connection, since paho never completes such tokens.
+func (d *Device) await(tok mqtt.Token) (newer bool, err error) {
+	t := time.NewTimer(ackTimeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+		return false, tok.Error()
+	case <-d.ctx.Done():
+		return false, d.ctx.Err()
+	case <-t.C:
+		return false, fmt.Errorf("no PUBACK within %v", ackTimeout)
+	case <-d.kick:
+		return true, nil
 	}
-	d.mu.Lock()
-	v, err := d.line.Value()
-	d.mu.Unlock()
-	if err != nil {
-		d.log.Error("read line failed; state not published", "err", err)
-		return
-	}
-	d.pubMu.Lock()
-	if d.pubClosed {
-		d.pubMu.Unlock()
-		return
-	}
-	tok := c.Publish(d.stateTopic, 1, true, statePayload(v))
-	d.pubMu.Unlock()
-
-	ctx, cancel := context.WithTimeout(d.ctx, ackTimeout)
-	defer cancel()
-	if err := waitToken(ctx, tok); err != nil {
-		d.log.Warn("publish state failed", "topic", d.stateTopic, "err", err)
-		return
-	}
-	d.log.Debug("state published", "topic", d.stateTopic, "value", statePayload(v))
 }
 
 // statePayload is "1" for any non-zero level, matching ParseCommand's view of TOGGLE.
@@ -520,29 +570,38 @@ func (d *Device) Close(ctx context.Context) error {
 		d.log.Info("line driven to 0")
 	}
 
-	// Stop retries, dials and background waits; the state publisher exits.
+	// Stop retries, dials and background waits; the publisher exits.
 	d.cancel()
 	if c == nil {
 		return lineErr
 	}
-	<-d.pubDone
 
 	var pubErr error
 	offConfirmed := false
-	d.pubMu.Lock()
-	d.pubClosed = true
-	if !c.IsConnectionOpen() {
-		d.pubMu.Unlock()
+	// Wait for the publisher to exit. It normally does at once; it can be stuck in a Publish
+	// call (paho blocks up to its write timeout when the connection stalls), and then Close
+	// does not wait past ctx but falls back to the will.
+	select {
+	case <-d.pubDone:
+	default:
+		select {
+		case <-d.pubDone:
+		case <-ctx.Done():
+			pubErr = fmt.Errorf("device: wait for publisher: %w", ctx.Err())
+		}
+	}
+	switch {
+	case pubErr != nil:
+	case !c.IsConnectionOpen():
 		// Nothing can be published. Not a failure: if a connection had been up, the broker
 		// has sent, or will send when its keepalive expires, the will.
 		d.log.Info("not connected at close; status Off is left to the broker's will")
-	} else {
+	default:
 		var stateTok mqtt.Token
 		if readErr == nil {
 			stateTok = c.Publish(d.stateTopic, 1, true, statePayload(level))
 		}
 		offTok := c.Publish(d.statusTopic, 1, true, statusOff)
-		d.pubMu.Unlock()
 		if stateTok != nil {
 			if err := waitToken(ctx, stateTok); err != nil {
 				pubErr = fmt.Errorf("device: publish final state: %w", err)
@@ -581,3 +640,14 @@ func quiesceMillis(ctx context.Context) uint {
 	}
 	return uint(wait / time.Millisecond)
 }
+
+// discardStore is a paho Store that keeps nothing (see SetStore in Start for why).
+type discardStore struct{}
+
+func (discardStore) Open()                             {}
+func (discardStore) Put(string, packets.ControlPacket) {}
+func (discardStore) Get(string) packets.ControlPacket  { return nil }
+func (discardStore) All() []string                     { return nil }
+func (discardStore) Del(string)                        {}
+func (discardStore) Close()                            {}
+func (discardStore) Reset()                            {}

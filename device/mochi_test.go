@@ -263,6 +263,35 @@ func TestDeviceInMemoryWillAndReconnect(t *testing.T) {
 	closeDevice(t, d)
 }
 
+// TestLateWillRepaired: a live {"status": "Off"} while the device is online, as a broker sends
+// when it notices an old connection's death only after the device reconnected, is answered
+// with a fresh On so the retained status is right again.
+func TestLateWillRepaired(t *testing.T) {
+	b := newMochiBroker(t)
+	log, logs := newLogger(t)
+	d := newTestDevice(t, b.dial, &fakeLine{}, log, "in-process")
+	if err := d.Start(t.Context()); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	pos := b.waitMsg(t, 0, "raspberry/status", `{"status": "On"}`)
+	logs.waitMsg(t, 0, "state published")
+
+	// Retained, like a will; forwarded live to the device with the retain flag cleared.
+	if err := b.s.Publish("raspberry/status", []byte(`{"status": "Off"}`), true, 1); err != nil {
+		t.Fatal(err)
+	}
+	pos = b.waitMsg(t, pos, "raspberry/status", `{"status": "Off"}`)
+	b.waitMsg(t, pos, "raspberry/status", `{"status": "On"}`)
+	logs.waitMsg(t, 0, "status published", "status", "On")
+	if got, _ := b.retained("raspberry/status"); got != `{"status": "On"}` {
+		t.Fatalf("retained status = %q, want On", got)
+	}
+	closeDevice(t, d)
+	if got, _ := b.retained("raspberry/status"); got != `{"status": "Off"}` {
+		t.Fatalf("retained status after Close = %q, want Off (its echo must not trigger an On)", got)
+	}
+}
+
 // TestCloseWithoutStart: Close only drives the line to its safe state.
 func TestCloseWithoutStart(t *testing.T) {
 	line := &fakeLine{}

@@ -15,8 +15,12 @@ def on_connect(client, userdata, flags, rc):
         client.disconnect()
         return
     # The seed publishes ints: paho 1.6 turns them into their decimal text.
-    info = client.publish(topic, int(value), qos=1)
-    info.wait_for_publish()
+    # Waiting for the PUBACK here would block paho's network loop, so the
+    # disconnect happens in on_publish.
+    client.publish(topic, int(value), qos=1)
+
+
+def on_publish(client, userdata, mid):
     client.disconnect()
 
 
@@ -25,6 +29,7 @@ if transport == "websockets":
     client.ws_set_options(path="/mqtt")
 client.username_pw_set(user, password)
 client.on_connect = on_connect
+client.on_publish = on_publish
 client.connect(host, int(port), keepalive=30)
 client.loop_forever(timeout=1.0)
 print("rc=%d" % result.get("rc", -1))
