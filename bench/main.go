@@ -114,7 +114,7 @@ func run(bin string, rounds, starts int) error {
 func measure(cmds []*exec.Cmd, port string, rounds int) (int, time.Duration, time.Duration, error) {
 	states := make(chan string, 16)
 	status := make(chan struct{}, 1)
-	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://127.0.0.1:"+port).
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://127.0.0.1:" + port).
 		SetClientID("bench-phone").SetUsername("bench").SetPassword("bench").SetAutoReconnect(false))
 	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		return 0, 0, 0, fmt.Errorf("connect: %v", tok.Error())

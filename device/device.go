@@ -93,6 +93,13 @@ const (
 	// connection succeeds (paho has no backoff there), so a device that boots before its broker
 	// connects within seconds of the broker coming up.
 	firstRetryInterval = 5 * time.Second
+	// reconnectGrace delays the first reconnection attempt (paho makes it at once), capped by
+	// MaxReconnectInterval. Reconnecting before the broker has noticed the old connection's
+	// death turns the reconnection into a session takeover, and Mochi 2.7.9 races there: the
+	// old connection's clean-up can remove the new session's subscriptions (a deaf device) and
+	// its will may be published late or not at all. A moment lets the broker see the old
+	// connection close first when it can (in-memory pipe, TCP FIN).
+	reconnectGrace = time.Second
 	// placeholderBroker is what paho is told to connect to. The custom open-connection function
 	// ignores it and calls Dial; it must still parse as a URL and carry no user info, because
 	// paho would take credentials from it.
@@ -140,6 +147,9 @@ type Device struct {
 	pubDone  chan struct{} // closed when the publisher exits
 
 	failures atomic.Int64 // failed attempts since the last successful connection
+	// graceNext makes the next dial wait reconnectGrace first; set for the first attempt
+	// after a lost connection (see reconnectGrace).
+	graceNext atomic.Bool
 }
 
 // New validates opts, fills in defaults and returns a Device that has not connected yet.
@@ -304,6 +314,15 @@ func (d *Device) Start(ctx context.Context) error {
 // openConn is paho's custom open-connection function: the URL paho holds is a placeholder,
 // the real transport is d.dial.
 func (d *Device) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
+	if d.graceNext.Swap(false) {
+		t := time.NewTimer(min(reconnectGrace, d.maxBackoff))
+		select {
+		case <-t.C:
+		case <-d.ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("dial %s: device closing: %w", d.label, d.ctx.Err())
+		}
+	}
 	ctx, cancel := context.WithTimeout(d.ctx, connectTimeout)
 	defer cancel()
 	conn, err := d.dial(ctx)
@@ -379,7 +398,9 @@ func (d *Device) onConnectionEvent(_ mqtt.Client, n mqtt.ConnectionNotification)
 	switch n := n.(type) {
 	case mqtt.ConnectionNotificationConnecting:
 		if n.IsReconnect && n.Attempt == 0 && !closing {
-			d.log.Info("reconnecting to broker")
+			// paho calls this synchronously just before openConn, in the same goroutine.
+			d.graceNext.Store(true)
+			d.log.Info("reconnecting to broker", "after", min(reconnectGrace, d.maxBackoff))
 		} else {
 			d.log.Debug("connection attempt", "reconnect", n.IsReconnect, "attempt", n.Attempt+1)
 		}

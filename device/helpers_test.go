@@ -207,11 +207,39 @@ type killableDialer struct {
 	inner DialFunc
 	mu    sync.Mutex
 	conns []net.Conn
+	gate  chan struct{} // nil: dial at once; else dials wait until it is closed
 	dials watched[int]
+}
+
+// hold makes dials wait until release, so a test can observe the broker's reaction to a cut
+// before the device reconnects.
+func (k *killableDialer) hold() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.gate = make(chan struct{})
+}
+
+func (k *killableDialer) release() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.gate != nil {
+		close(k.gate)
+		k.gate = nil
+	}
 }
 
 func (k *killableDialer) dial(ctx context.Context) (net.Conn, error) {
 	k.dials.update(func(n *int) { *n++ })
+	k.mu.Lock()
+	gate := k.gate
+	k.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	c, err := k.inner(ctx)
 	if err != nil {
 		return nil, err
