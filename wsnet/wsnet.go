@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -33,6 +34,10 @@ type Conn struct {
 	reader io.Reader // the message being read, nil between messages
 
 	writeMu sync.Mutex
+	// writeDeadline is applied under writeMu before each write: gorilla's
+	// SetWriteDeadline is not safe to call while another goroutine writes,
+	// and MQTT servers refresh deadlines from their read loop.
+	writeDeadline atomic.Pointer[time.Time]
 }
 
 // New wraps ws. The caller must not use ws directly afterwards.
@@ -84,6 +89,11 @@ func translateCloseError(err error) error {
 func (c *Conn) Write(p []byte) (int, error) {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
+	if d := c.writeDeadline.Load(); d != nil {
+		if err := c.ws.SetWriteDeadline(*d); err != nil {
+			return 0, fmt.Errorf("wsnet: set write deadline: %w", err)
+		}
+	}
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, fmt.Errorf("wsnet: write: %w", err)
 	}
@@ -102,14 +112,15 @@ func (c *Conn) RemoteAddr() net.Addr { return c.ws.RemoteAddr() }
 
 // SetDeadline sets both the read and the write deadline.
 func (c *Conn) SetDeadline(t time.Time) error {
-	if err := c.ws.SetReadDeadline(t); err != nil {
-		return err
-	}
-	return c.ws.SetWriteDeadline(t)
+	c.writeDeadline.Store(&t)
+	return c.ws.SetReadDeadline(t)
 }
 
 // SetReadDeadline sets the read deadline.
 func (c *Conn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
 
-// SetWriteDeadline sets the write deadline.
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+// SetWriteDeadline sets the deadline for the next writes.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.writeDeadline.Store(&t)
+	return nil
+}
