@@ -141,7 +141,7 @@ type Device struct {
 	conn   net.Conn
 
 	// The publisher goroutine is the only publisher outside Close, so nothing it sends can
-	// follow Close's final Off (Close waits for it to exit first).
+	// follow Close's final Off (Close waits for it to exit, or else drops the connection).
 	kick     chan struct{} // coalesced "publish" requests; buffer 1
 	announce atomic.Bool   // publish status On before the next state
 	pubDone  chan struct{} // closed when the publisher exits
@@ -176,6 +176,11 @@ func New(opts Options) (*Device, error) {
 		if err := validatePublishTopic(t.topic); err != nil {
 			return nil, fmt.Errorf("device: Options.%s %q: %w", t.name, t.topic, err)
 		}
+	}
+	if opts.StatusTopic == opts.Topic || opts.StatusTopic == opts.Topic+"/state" {
+		// The device subscribes to both Topic and StatusTopic; sharing one would feed status
+		// messages to the command parser or clobber the state.
+		return nil, fmt.Errorf("device: Options.StatusTopic %q collides with the command or state topic", opts.StatusTopic)
 	}
 	switch {
 	case opts.KeepAlive == 0:
@@ -314,6 +319,11 @@ func (d *Device) Start(ctx context.Context) error {
 // openConn is paho's custom open-connection function: the URL paho holds is a placeholder,
 // the real transport is d.dial.
 func (d *Device) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
+	// paho may still try to reconnect after Close (the connection Close dropped looks lost
+	// to it); a closing device dials nothing.
+	if err := d.ctx.Err(); err != nil {
+		return nil, fmt.Errorf("dial %s: device closing: %w", d.label, err)
+	}
 	if d.graceNext.Swap(false) {
 		t := time.NewTimer(min(reconnectGrace, d.maxBackoff))
 		select {

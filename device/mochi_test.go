@@ -86,7 +86,10 @@ func newMochiBroker(t *testing.T, extra ...listeners.Listener) *mochiBroker {
 }
 
 // dial is a DialFunc into the broker through an in-memory pipe.
-func (b *mochiBroker) dial(context.Context) (net.Conn, error) {
+func (b *mochiBroker) dial(ctx context.Context) (net.Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	client, server := net.Pipe()
 	b.mu.Lock()
 	b.pipes = append(b.pipes, server)
