@@ -216,7 +216,7 @@ func New(opts Options) (*Device, error) {
 		stateTopic:  opts.Topic + "/state",
 		statusTopic: opts.StatusTopic,
 		line:        opts.Line,
-		log:         opts.Logger.With("broker", opts.BrokerLabel),
+		log:         opts.Logger.With("broker", opts.BrokerLabel, "line", fmt.Sprint(opts.Line)),
 		keepAlive:   opts.KeepAlive,
 		maxBackoff:  opts.MaxReconnectInterval,
 		ctx:         ctx,

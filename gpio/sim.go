@@ -53,10 +53,12 @@ func (s *Sim) SetValue(value int) error {
 	if s.closed {
 		return fmt.Errorf("gpio: set %s: %w", s.String(), ErrClosed)
 	}
-	level := slog.LevelInfo
-	msg := "line changed"
+	// Debug, not info: the device already logs each change at info with
+	// its topic, and one change should make one line at the default level.
+	level := slog.LevelDebug
+	msg := "simulated line changed"
 	if s.value == value {
-		level, msg = slog.LevelDebug, "line set"
+		msg = "simulated line set"
 	}
 	s.value = value
 	// Logged under the lock, so the log shows the changes in their order.

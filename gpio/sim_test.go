@@ -59,13 +59,14 @@ func TestSimValues(t *testing.T) {
 			t.Fatalf("Value() = %d, %v after SetValue(%d)", got, err, v)
 		}
 	}
-	// Four changes (0→1, 1→0, 0→1, 1→0) at info; the repeated 1 at debug.
+	// Four changes (0→1, 1→0, 0→1, 1→0) and the repeated 1, all at debug:
+	// the device logs changes at info.
 	out := logs.String()
-	if n := strings.Count(out, `level=INFO msg="line changed" name=GPIO21 value=`); n != 4 {
-		t.Errorf("%d info \"line changed\" records, want 4:\n%s", n, out)
+	if n := strings.Count(out, `level=DEBUG msg="simulated line changed" name=GPIO21 value=`); n != 4 {
+		t.Errorf("%d \"simulated line changed\" records, want 4:\n%s", n, out)
 	}
-	if !strings.Contains(out, `level=INFO msg="line changed" name=GPIO21 value=1`) ||
-		!strings.Contains(out, `level=DEBUG msg="line set" name=GPIO21 value=1`) {
+	if !strings.Contains(out, `level=DEBUG msg="simulated line changed" name=GPIO21 value=1`) ||
+		!strings.Contains(out, `level=DEBUG msg="simulated line set" name=GPIO21 value=1`) {
 		t.Errorf("unexpected log:\n%s", out)
 	}
 }
@@ -123,7 +124,7 @@ func TestSimClose(t *testing.T) {
 // records the changes in the order they happened.
 func TestSimConcurrent(t *testing.T) {
 	logs := &logBuffer{}
-	s := NewSim("GPIO21", WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+	s := NewSim("GPIO21", WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	const goroutines, rounds = 8, 500
 	var wg sync.WaitGroup
 	for g := range goroutines {
@@ -150,7 +151,7 @@ func TestSimConcurrent(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
 	want := 1
 	for _, l := range lines {
-		if !strings.Contains(l, `msg="line changed"`) {
+		if !strings.Contains(l, `msg="simulated line changed"`) {
 			continue
 		}
 		if !strings.HasSuffix(l, fmt.Sprintf("value=%d", want)) {
