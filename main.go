@@ -100,6 +100,19 @@ func parseFlags(args []string, stdout, stderr io.Writer) (Config, *slog.Logger, 
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	cfg.Limits = broker.DefaultLimits()
+	lim := &cfg.Limits
+	fs.Uint32Var(&lim.MaxPacketSize, "max-packet-size", lim.MaxPacketSize, "largest packet a connected client may send, in bytes")
+	fs.Uint32Var(&lim.MaxConnectSize, "max-connect-size", lim.MaxConnectSize, "largest CONNECT packet (sent before authentication), in bytes")
+	fs.DurationVar(&lim.ConnectTimeout, "connect-timeout", lim.ConnectTimeout, "time a new connection has to send CONNECT")
+	fs.Int64Var(&lim.MaxClients, "max-clients", lim.MaxClients, "most connected clients")
+	fs.Int64Var(&lim.MaxPendingConnections, "max-pending", lim.MaxPendingConnections, "most connections that have not sent CONNECT yet")
+	fs.DurationVar(&lim.MaxSessionExpiry, "max-session-expiry", lim.MaxSessionExpiry, "longest a disconnected client's session is kept")
+	fs.Uint16Var(&lim.MaxInflight, "max-inflight", lim.MaxInflight, "most unacknowledged QoS 1/2 messages per client")
+	fs.Int32Var(&lim.MaxQueued, "max-queued", lim.MaxQueued, "most messages waiting to be written to one client")
+	fs.DurationVar(&lim.MaxKeepAlive, "max-keepalive", lim.MaxKeepAlive, "longest keepalive granted (clients asking for none or more are held to it)")
+	fs.IntVar(&lim.MaxTopicLength, "max-topic-length", lim.MaxTopicLength, "longest topic name or filter, in bytes")
+	fs.IntVar(&lim.MaxTopicLevels, "max-topic-levels", lim.MaxTopicLevels, "most '/'-separated levels in a topic")
+	fs.IntVar(&lim.MaxUserProperties, "max-user-properties", lim.MaxUserProperties, "most MQTT 5 user properties in one packet")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: pimqtt [flags]\n       pimqtt passwd [-c] [-b] [-D] FILE USER [PASSWORD]\n       pimqtt gpio\n\nFlags:\n%s", fs.FlagUsages())
 	}
@@ -109,6 +122,9 @@ func parseFlags(args []string, stdout, stderr io.Writer) (Config, *slog.Logger, 
 	if *showVersion {
 		fmt.Fprintln(stdout, "pimqtt", version)
 		return cfg, nil, errVersionShown
+	}
+	if err := cfg.Limits.Validate(); err != nil {
+		return cfg, nil, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, nil, fmt.Errorf("unexpected argument %q (subcommands: passwd, gpio)", fs.Arg(0))

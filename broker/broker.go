@@ -10,6 +10,7 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/pimqtt/pimqtt/auth"
 )
@@ -39,28 +40,9 @@ type Options struct {
 	// AllowAnonymous lets clients connect without a user name.
 	AllowAnonymous bool
 	Limits         Limits
-	Logger         *slog.Logger
-}
-
-// Limits bounds what one client can make the broker hold.
-type Limits struct {
-	// MaxPacketSize bounds every packet a client may send, in bytes. Mochi
-	// allocates a packet's declared length before reading it, so without a
-	// bound one header can claim hundreds of megabytes.
-	MaxPacketSize uint32
-	// ConnectTimeout is how long a new connection may take to send CONNECT.
-	ConnectTimeout time.Duration
-	// MaxClients bounds the number of connected clients.
-	MaxClients int64
-}
-
-// DefaultLimits are sized for a Raspberry Pi serving a household.
-func DefaultLimits() Limits {
-	return Limits{
-		MaxPacketSize:  2 << 20,
-		ConnectTimeout: 10 * time.Second,
-		MaxClients:     1000,
-	}
+	// ShutdownTimeout bounds Close; default 10 s.
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
 }
 
 // Addr describes a bound listener.
@@ -76,8 +58,10 @@ type Broker struct {
 	server    *mqtt.Server
 	passwords atomic.Pointer[auth.Passwords]
 	mem       *memListener
+	guard     *connGuard
 	addrs     []Addr
 	closeOnce sync.Once
+	closeErr  error
 }
 
 // New loads the password file, binds every listener and prepares the
@@ -90,6 +74,9 @@ func New(opts Options) (*Broker, error) {
 	if opts.Limits == (Limits{}) {
 		opts.Limits = DefaultLimits()
 	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 10 * time.Second
+	}
 	b := &Broker{opts: opts, log: opts.Logger, mem: newMemListener()}
 	if opts.PasswordFile != "" {
 		if err := b.Reload(); err != nil {
@@ -97,18 +84,15 @@ func New(opts Options) (*Broker, error) {
 		}
 	}
 
-	caps := mqtt.NewDefaultServerCapabilities()
-	// Retained state and status must outlive a day of quiet: Mochi's
-	// default deletes every message after 24 h. 0 disables the cap; MQTT 5
-	// clients can still set their own expiry.
-	caps.MaximumMessageExpiryInterval = 0
-	caps.MaximumPacketSize = opts.Limits.MaxPacketSize
-	caps.MaximumClients = opts.Limits.MaxClients
 	b.server = mqtt.New(&mqtt.Options{
-		Capabilities:           caps,
+		Capabilities:           opts.Limits.capabilities(),
 		Logger:                 mochiLogger(opts.Logger),
 		SysTopicResendInterval: 10,
+		// The inline client publishes the will of a client whose
+		// connection panicked, which Mochi's cleanup never reached.
+		InlineClient: true,
 	})
+	b.guard = &connGuard{limits: opts.Limits, onPanic: b.forgetClient, disconnectAll: b.disconnectListener}
 	if err := b.server.AddHook(&authHook{
 		server:          b.server,
 		passwords:       &b.passwords,
@@ -117,6 +101,9 @@ func New(opts Options) (*Broker, error) {
 		log:             opts.Logger,
 	}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add auth hook: %w", err)
+	}
+	if err := b.server.AddHook(&limitsHook{server: b.server, limits: opts.Limits, log: opts.Logger}, nil); err != nil {
+		return nil, fmt.Errorf("broker: add limits hook: %w", err)
 	}
 	if err := b.server.AddHook(&logHook{log: opts.Logger}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add log hook: %w", err)
@@ -150,13 +137,13 @@ func New(opts Options) (*Broker, error) {
 		}
 		bound = append(bound, ln)
 		id := fmt.Sprintf("%s%d", lc.Kind, i)
-		if err := b.server.AddListener(newConnListener(id, lc.Kind, ln, opts.Limits.ConnectTimeout)); err != nil {
+		if err := b.server.AddListener(newConnListener(id, lc.Kind, ln, b.guard, opts.Logger)); err != nil {
 			release()
 			return nil, fmt.Errorf("broker: add listener %s: %w", lc.Addr, err)
 		}
 		b.addrs = append(b.addrs, Addr{Kind: lc.Kind, Addr: ln.Addr()})
 	}
-	if err := b.server.AddListener(newConnListener(inMemory, inMemory, b.mem, opts.Limits.ConnectTimeout)); err != nil {
+	if err := b.server.AddListener(newConnListener(inMemory, inMemory, b.mem, b.guard, opts.Logger)); err != nil {
 		release()
 		return nil, fmt.Errorf("broker: add in-memory listener: %w", err)
 	}
@@ -176,6 +163,19 @@ type minLevelHandler struct {
 
 func (h minLevelHandler) Enabled(ctx context.Context, level slog.Level) bool {
 	return level >= h.min && h.Handler.Enabled(ctx, level)
+}
+
+// Handle drops the "pk" attribute Mochi adds to packet errors: it is the
+// whole packet, payload included, and a client could fill the log with it.
+func (h minLevelHandler) Handle(ctx context.Context, r slog.Record) error {
+	trimmed := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key != "pk" {
+			trimmed.AddAttrs(a)
+		}
+		return true
+	})
+	return h.Handler.Handle(ctx, trimmed)
 }
 
 func (h minLevelHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
@@ -223,14 +223,61 @@ func (b *Broker) Reload() error {
 }
 
 // Close disconnects every client (their wills are sent) and stops the
-// listeners. It is safe to call more than once.
+// listeners, giving up after Options.ShutdownTimeout so that a wedged
+// connection or an upstream deadlock cannot stop the process from exiting.
+// It is safe to call more than once.
 func (b *Broker) Close() error {
-	var err error
 	b.closeOnce.Do(func() {
-		err = b.server.Close()
-		if err != nil {
-			err = fmt.Errorf("broker: close: %w", err)
+		done := make(chan error, 1)
+		go func() { done <- b.server.Close() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				b.closeErr = fmt.Errorf("broker: close: %w", err)
+			}
+		case <-time.After(b.opts.ShutdownTimeout):
+			b.closeErr = fmt.Errorf("broker: close: still waiting for connections after %v; giving up", b.opts.ShutdownTimeout)
 		}
 	})
-	return err
+	return b.closeErr
+}
+
+// RecoveredPanics counts connections whose goroutine panicked inside Mochi
+// and was contained. Fuzz tests watch it; anything above zero is a bug
+// upstream worth a regression test.
+func (b *Broker) RecoveredPanics() int64 { return b.guard.panics.Load() }
+
+// disconnectListener ends every client of one listener, as mosquitto does
+// on shutdown: DISCONNECT "server shutting down" to MQTT 5 clients, and
+// each client's will is published as its connection ends.
+func (b *Broker) disconnectListener(id string) {
+	for _, cl := range b.server.Clients.GetAll() {
+		if cl.Net.Listener == id && !cl.Closed() {
+			_ = b.server.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
+}
+
+// forgetClient does what Mochi's connection cleanup would have done had
+// the connection's goroutine not panicked: publish the will and, for a
+// clean session, drop the client and its subscriptions.
+func (b *Broker) forgetClient(conn net.Conn) {
+	for _, cl := range b.server.Clients.GetAll() {
+		if cl.Net.Conn != conn {
+			continue
+		}
+		will := cl.Properties.Will
+		if atomic.LoadUint32(&will.Flag) == 1 {
+			if err := b.server.Publish(will.TopicName, will.Payload, will.Retain, will.Qos); err != nil {
+				b.log.Warn("could not publish the will of a failed connection", "client", cl.ID, "error", err)
+			}
+		}
+		clean := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) ||
+			(cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
+		if clean {
+			b.server.UnsubscribeClient(cl)
+			b.server.Clients.Delete(cl.ID)
+		}
+		return
+	}
 }
