@@ -1,0 +1,301 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// startBroker runs a broker on a loopback port with the given limits.
+func startBroker(t testing.TB, limits Limits) (*Broker, string) {
+	t.Helper()
+	b, err := New(Options{
+		Listeners:      []ListenerConfig{{Kind: TCP, Addr: "127.0.0.1:0"}},
+		AllowAnonymous: true,
+		Limits:         limits,
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b, b.Addrs()[0].Addr.String()
+}
+
+// roundTrip checks that a normal client can connect, subscribe and get
+// its own message back.
+func roundTrip(t testing.TB, addr string) {
+	t.Helper()
+	got := make(chan string, 1)
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).
+		SetClientID(fmt.Sprintf("normal-%d", time.Now().UnixNano())).
+		SetAutoReconnect(false).SetConnectTimeout(10 * time.Second))
+	if tok := c.Connect(); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		t.Fatalf("normal client could not connect: %v", tok.Error())
+	}
+	defer c.Disconnect(50)
+	if tok := c.Subscribe("hardening/echo", 1, func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) }); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	c.Publish("hardening/echo", 1, false, "ping")
+	select {
+	case p := <-got:
+		if p != "ping" {
+			t.Fatalf("got %q", p)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no echo")
+	}
+}
+
+// waitClosed reads from conn until the broker closes it, failing if that
+// takes longer than limit.
+func waitClosed(t testing.TB, conn net.Conn, limit time.Duration) {
+	t.Helper()
+	_ = conn.SetReadDeadline(time.Now().Add(limit))
+	buf := make([]byte, 64)
+	for {
+		_, err := conn.Read(buf)
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("connection still open after %v", limit)
+		}
+		return // EOF or reset: closed by the broker
+	}
+}
+
+func TestSlowlorisClosedAfterConnectTimeout(t *testing.T) {
+	limits := DefaultLimits()
+	limits.ConnectTimeout = time.Second
+	b, addr := startBroker(t, limits)
+	before := runtime.NumGoroutine()
+
+	const attackers = 500
+	conns := make([]net.Conn, 0, attackers)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < attackers; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("attacker %d: %v", i, err)
+		}
+		conns = append(conns, c)
+	}
+	// A normal client gets through while all of them are open.
+	roundTrip(t, addr)
+	for _, c := range conns {
+		waitClosed(t, c, 10*time.Second)
+	}
+	if p := b.guard.pending.Load(); p != 0 {
+		t.Fatalf("%d connections still counted as pending", p)
+	}
+	// Their goroutines are gone too (bounded wait: the count settles as
+	// Mochi's write loops notice their connections closed).
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before+20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines: %d before the attack, %d after", before, runtime.NumGoroutine())
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+func TestPendingConnectionsCapped(t *testing.T) {
+	limits := DefaultLimits()
+	limits.MaxPendingConnections = 20
+	limits.ConnectTimeout = 2 * time.Second
+	_, addr := startBroker(t, limits)
+	var idle []net.Conn
+	defer func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 20; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	// Over the cap: closed at once, long before the CONNECT deadline.
+	extra, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	waitClosed(t, extra, time.Second)
+	// Once the idle ones time out, clients get in again.
+	for _, c := range idle {
+		waitClosed(t, c, 10*time.Second)
+	}
+	roundTrip(t, addr)
+}
+
+func TestOversizedConnectHeaderRefused(t *testing.T) {
+	b, addr := startBroker(t, DefaultLimits())
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	headers := [][]byte{
+		// The header: CONNECT claiming 256 MiB, over every limit.
+		{0x10, 0xFF, 0xFF, 0xFF, 0x7F}, {0x10, 0xFF, 0xFF, 0xFF, 0x7F}, {0x10, 0xFF, 0xFF, 0xFF, 0x7F},
+	}
+	// 1 MiB claims are under MaxPacketSize, so only the CONNECT size limit
+	// stops Mochi allocating each of them before authentication.
+	for i := 0; i < 50; i++ {
+		headers = append(headers, []byte{0x10, 0x80, 0x80, 0x40})
+	}
+	var conns []net.Conn
+	for _, h := range headers {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(h); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		waitClosed(t, c, 5*time.Second)
+	}
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("heap: %.1f MiB before, %.1f MiB after %d hostile headers", float64(before.HeapAlloc)/(1<<20), float64(after.HeapAlloc)/(1<<20), len(headers))
+	if grew > 16<<20 {
+		t.Fatalf("heap grew by %d MiB", grew>>20)
+	}
+	if b.RecoveredPanics() != 0 {
+		t.Fatal("panic while refusing the header")
+	}
+	roundTrip(t, addr)
+}
+
+func TestKeepAliveBounded(t *testing.T) {
+	limits := DefaultLimits()
+	limits.MaxKeepAlive = 2 * time.Second
+	_, addr := startBroker(t, limits)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// MQTT 3.1.1 CONNECT, clean session, keepalive 0 ("never time out").
+	connect := []byte{0x10, 0x12, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x04, 0x02, 0x00, 0x00, 0x00, 0x06, 'i', 'd', 'l', 'e', 'r', '1'}
+	if _, err := c.Write(connect); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, 4)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+		t.Fatalf("CONNACK %x, %v", ack, err)
+	}
+	// Held to 2 s, the silent client is disconnected after 1.5x that.
+	start := time.Now()
+	waitClosed(t, c, 10*time.Second)
+	if d := time.Since(start); d < 2*time.Second {
+		t.Fatalf("disconnected after %v, before the granted keepalive", d)
+	}
+}
+
+func TestCloseUnderConnectionChurn(t *testing.T) {
+	const rounds = 50
+	for round := 0; round < rounds; round++ {
+		b, err := New(Options{
+			Listeners:       []ListenerConfig{{Kind: TCP, Addr: "127.0.0.1:0"}, {Kind: WebSocket, Addr: "127.0.0.1:0"}},
+			AllowAnonymous:  true,
+			ShutdownTimeout: 5 * time.Second,
+			Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Start(); err != nil {
+			t.Fatal(err)
+		}
+		addr := b.Addrs()[0].Addr.String()
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		var connected atomic.Int64
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Bounded: each worker stops at cancel or after 200 connects.
+				for i := 0; i < 200 && ctx.Err() == nil; i++ {
+					if churn(ctx, addr, fmt.Sprintf("r%dw%di%d", round, w, i), w%2 == 0) {
+						connected.Add(1)
+					}
+					if c, err := b.DialInMemory(ctx); err == nil {
+						c.Close()
+					}
+				}
+			}()
+		}
+		// Close only once the workers are connecting and disconnecting.
+		deadline := time.Now().Add(10 * time.Second)
+		for connected.Load() < 16 {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: workers never connected", round)
+			}
+			time.Sleep(time.Millisecond) // polling interval, not synchronisation
+		}
+		start := time.Now()
+		err = b.Close()
+		cancel()
+		wg.Wait()
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("round %d: Close took %v", round, d)
+		}
+	}
+}
+
+// churn connects with a raw MQTT 3.1.1 CONNECT and either disconnects
+// politely or just drops the connection. It reports whether CONNACK came.
+func churn(ctx context.Context, addr, id string, polite bool) bool {
+	d := net.Dialer{Timeout: time.Second}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	pk := []byte{0x10, byte(12 + len(id)), 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x04, 0x02, 0x00, 0x3c, 0x00, byte(len(id))}
+	pk = append(pk, id...)
+	if _, err := c.Write(pk); err != nil {
+		return false
+	}
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(c, ack); err != nil {
+		return false
+	}
+	if polite {
+		_, _ = c.Write([]byte{0xE0, 0x00})
+	}
+	return true
+}
