@@ -7,12 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pimqtt/pimqtt/broker"
+	"github.com/pimqtt/pimqtt/mqtttest"
 )
 
 func TestMain(m *testing.M) {
@@ -27,7 +29,7 @@ func TestMain(m *testing.M) {
 // and exit code.
 func mosquittoPub(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	bin := requireTool(t, "mosquitto_pub", "mosquitto-clients")
+	bin := mqtttest.RequireTool(t, "mosquitto_pub", "mosquitto-clients")
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
@@ -83,7 +85,7 @@ func TestMosquittoClients(t *testing.T) {
 	}
 
 	// A subscriber that connects afterwards gets the retained state.
-	subBin := requireTool(t, "mosquitto_sub", "mosquitto-clients")
+	subBin := mqtttest.RequireTool(t, "mosquitto_sub", "mosquitto-clients")
 	out, err := exec.Command(subBin, "-h", host, "-p", port, "-u", "other", "-P", "pa55",
 		"-t", "raspberry/led/state", "-t", "raspberry/status", "-C", "2", "-W", "10", "-v").CombinedOutput()
 	if err != nil {
@@ -97,7 +99,7 @@ func TestMosquittoClients(t *testing.T) {
 }
 
 func TestSeedPythonFlows(t *testing.T) {
-	python := requireTool(t, "python3", "python3-paho-mqtt")
+	python := mqtttest.RequireTool(t, "python3", "python3-paho-mqtt")
 	pw := passwordFile(t, "pi", "raspberry")
 	m, _ := startMain(t, testConfig(pw))
 	for _, transport := range []string{"tcp", "websockets"} {
@@ -220,19 +222,22 @@ func TestMalformedPasswordLinesSkipped(t *testing.T) {
 }
 
 func TestDeviceOnlyAgainstMosquitto(t *testing.T) {
-	port := freePort(t)
+	port := mqtttest.FreePort(t)
 	pw := passwordFile(t, "device", "devpass", "phone", "s3cret")
 	cfg := testConfig("")
 	cfg.Mode = ModeDevice
 	cfg.Listeners = nil
-	cfg.BrokerURL = "tcp://127.0.0.1:" + port
+	cfg.BrokerURL = "tcp://127.0.0.1:" + strconv.Itoa(port)
 	cfg.Username, cfg.Password = "device", "devpass"
 	// The broker is down when the device starts: it must keep retrying.
 	m, logs := startMain(t, cfg)
-	startMosquitto(t, port, "allow_anonymous false", "password_file "+pw)
+	mqtttest.StartMosquitto(t, mqtttest.MosquittoConfig{
+		Port:  port,
+		Extra: []string{"allow_anonymous false", "password_file " + pw},
+	})
 	sub := newSubscriber(t, cfg.BrokerURL, "phone", "s3cret", "raspberry/status", "raspberry/led/state")
 	sub.waitFor(t, "raspberry/status", `{"status": "On"}`)
-	if out, code := mosquittoPub(t, "-h", "127.0.0.1", "-p", port, "-u", "phone", "-P", "s3cret", "-t", "raspberry/led", "-m", "1"); code != 0 {
+	if out, code := mosquittoPub(t, "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-u", "phone", "-P", "s3cret", "-t", "raspberry/led", "-m", "1"); code != 0 {
 		t.Fatalf("mosquitto_pub: %d %s", code, out)
 	}
 	sub.waitFor(t, "raspberry/led/state", "1")
@@ -244,10 +249,10 @@ func TestDeviceOnlyAgainstMosquitto(t *testing.T) {
 
 func TestBrokerAndDeviceProcesses(t *testing.T) {
 	pw := passwordFile(t, "device", "devpass", "phone", "s3cret")
-	port, wsPort := freePort(t), freePort(t)
+	port, wsPort := strconv.Itoa(mqtttest.FreePort(t)), strconv.Itoa(mqtttest.FreePort(t))
 	brokerProc := startProcess(t, nil, "--mode", "broker", "--password-file", pw,
 		"--listen", "127.0.0.1:"+port, "--ws-listen", "127.0.0.1:"+wsPort)
-	waitListening(t, "127.0.0.1:"+port)
+	mqtttest.WaitListening(t, "127.0.0.1:"+port)
 	url := "tcp://127.0.0.1:" + port
 	sub := newSubscriber(t, url, "phone", "s3cret", "raspberry/status", "raspberry/led/state")
 
@@ -275,9 +280,9 @@ func TestBrokerAndDeviceProcesses(t *testing.T) {
 
 func TestSIGHUPReloadsPasswords(t *testing.T) {
 	pw := passwordFile(t, "phone", "s3cret")
-	port := freePort(t)
+	port := strconv.Itoa(mqtttest.FreePort(t))
 	p := startProcess(t, nil, "--mode", "broker", "--password-file", pw, "--listen", "127.0.0.1:"+port, "--ws-listen", "")
-	waitListening(t, "127.0.0.1:"+port)
+	mqtttest.WaitListening(t, "127.0.0.1:"+port)
 	url := "tcp://127.0.0.1:" + port
 	// A client connected before the reload stays connected across it.
 	sub := newSubscriber(t, url, "phone", "s3cret", "news")
@@ -298,8 +303,8 @@ func TestSIGHUPReloadsPasswords(t *testing.T) {
 }
 
 func TestStartupErrors(t *testing.T) {
-	busy := freePort(t)
-	hold, err := net.Listen("tcp", "127.0.0.1:"+busy)
+	busy := "127.0.0.1:" + strconv.Itoa(mqtttest.FreePort(t))
+	hold, err := net.Listen("tcp", busy)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,11 +314,11 @@ func TestStartupErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"network listener without password file", []string{"--listen", "0.0.0.0:" + freePort(t), "--ws-listen", ""}, "pimqtt passwd -c"},
-		{"websocket port in use", []string{"--listen", "127.0.0.1:" + freePort(t), "--ws-listen", "127.0.0.1:" + busy}, "address already in use"},
+		{"network listener without password file", []string{"--listen", "0.0.0.0:" + strconv.Itoa(mqtttest.FreePort(t)), "--ws-listen", ""}, "pimqtt passwd -c"},
+		{"websocket port in use", []string{"--listen", "127.0.0.1:" + strconv.Itoa(mqtttest.FreePort(t)), "--ws-listen", busy}, "address already in use"},
 		{"bad mode", []string{"--mode", "both"}, "--mode"},
 		{"missing password file", []string{"--password-file", "/nonexistent/passwd", "--listen", "127.0.0.1:0", "--ws-listen", ""}, "/nonexistent/passwd"},
-		{"unknown gpio line", []string{"--gpio", "gpiochip99:1", "--listen", "127.0.0.1:" + freePort(t), "--ws-listen", ""}, "gpiochip99"},
+		{"unknown gpio line", []string{"--gpio", "gpiochip99:1", "--listen", "127.0.0.1:" + strconv.Itoa(mqtttest.FreePort(t)), "--ws-listen", ""}, "gpiochip99"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/pimqtt/pimqtt/broker"
+	"github.com/pimqtt/pimqtt/mqtttest"
 )
 
 // Test helpers shared by the end-to-end tests. Every external tool is
@@ -27,41 +27,10 @@ import (
 
 const testTimeout = 20 * time.Second
 
-func requireTool(t testing.TB, name, debianPackage string) string {
-	t.Helper()
-	if name == "python3" {
-		// Debian's interpreter is the one with python3-paho-mqtt 1.6.
-		name = "/usr/bin/python3"
-	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not found: apt-get install %s (.ci/run does)", name, debianPackage)
-	}
-	return p
-}
-
-// syncBuffer is a log sink tests can read while the program writes to it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // passwordFile makes a password file with the real mosquitto_passwd.
 func passwordFile(t testing.TB, users ...string) string {
 	t.Helper()
-	bin := requireTool(t, "mosquitto_passwd", "mosquitto")
+	bin := mqtttest.RequireTool(t, "mosquitto_passwd", "mosquitto")
 	path := filepath.Join(t.TempDir(), "passwd")
 	for i := 0; i+1 < len(users); i += 2 {
 		args := []string{"-b", path, users[i], users[i+1]}
@@ -93,9 +62,9 @@ func testConfig(passwordFile string) Config {
 }
 
 // startMain runs the program in-process and returns it with its log.
-func startMain(t testing.TB, cfg Config) (*Main, *syncBuffer) {
+func startMain(t testing.TB, cfg Config) (*Main, *mqtttest.SyncBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &mqtttest.SyncBuffer{}
 	m := &Main{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
@@ -210,74 +179,10 @@ func publish(t testing.TB, brokerURL, user, password, topic string, payload []by
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago, for tools
-// that must be told a port up front (mosquitto, a child pimqtt).
-func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
-}
-
-// waitListening dials addr until it accepts, within the test timeout.
-func waitListening(t testing.TB, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not listening after %v: %v", addr, testTimeout, err)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
-// startMosquitto runs the real mosquitto broker with extra config lines and
-// returns its port.
-func startMosquitto(t testing.TB, port string, extra ...string) {
-	t.Helper()
-	bin := requireTool(t, "mosquitto", "mosquitto")
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "mosquitto.conf")
-	lines := append([]string{
-		"listener " + port + " 127.0.0.1",
-		"persistence false",
-		"log_dest stderr",
-		// Started as root, Debian's broker drops to user mosquitto, which
-		// could not read files in the test's temp dir.
-		"user root",
-	}, extra...)
-	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-c", conf)
-	logs := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start mosquitto: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("mosquitto log:\n%s", logs)
-		}
-	})
-	waitListening(t, "127.0.0.1:"+port)
-}
-
 // process is a pimqtt child process.
 type process struct {
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *mqtttest.SyncBuffer
 	done chan error
 }
 
@@ -286,7 +191,7 @@ func startProcess(t testing.TB, env []string, args ...string) *process {
 	t.Helper()
 	cmd := exec.Command(pimqttBinary(t), args...)
 	cmd.Env = append(os.Environ(), env...)
-	p := &process{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
+	p := &process{cmd: cmd, logs: &mqtttest.SyncBuffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start pimqtt: %v", err)

@@ -5,30 +5,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pimqtt/pimqtt/mqtttest"
 )
 
 // These tests run the real mosquitto tools so that compatibility is checked
 // against mosquitto itself rather than against our reading of its sources.
-
-// needTool returns the path of a mosquitto program or fails the test with
-// the Debian package that provides it: skipping would let an incompatible
-// change through on a machine that merely lacks the tools.
-func needTool(t *testing.T, name, debianPackage string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not found in PATH (%v): install the Debian package %q (apt-get install %s)",
-			name, err, debianPackage, debianPackage)
-	}
-	return path
-}
 
 func run(t *testing.T, name string, args ...string) {
 	t.Helper()
@@ -43,7 +31,7 @@ func run(t *testing.T, name string, args ...string) {
 // TestMosquittoPasswdFilesAccepted loads files written by the real
 // mosquitto_passwd, in both of its hash formats.
 func TestMosquittoPasswdFilesAccepted(t *testing.T) {
-	mp := needTool(t, "mosquitto_passwd", "mosquitto")
+	mp := mqtttest.RequireTool(t, "mosquitto_passwd", "mosquitto")
 	path := filepath.Join(t.TempDir(), "passwd")
 	run(t, mp, "-c", "-b", path, "alice", "alice-pw")
 	run(t, mp, "-b", path, "bob", "bob pw with spaces: and colon")
@@ -87,83 +75,19 @@ func TestMosquittoPasswdFilesAccepted(t *testing.T) {
 	}
 }
 
-// freePort asks the kernel for an unused port. Another process could take
-// it before the broker binds; the broker would then fail to start and the
-// test would say so.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startBroker runs a real mosquitto on 127.0.0.1 with passwordFile and
 // returns its port once it accepts connections.
 func startBroker(t *testing.T, passwordFile string) int {
 	t.Helper()
-	bin := needTool(t, "mosquitto", "mosquitto")
-	dir := t.TempDir()
-	port := freePort(t)
-	conf := filepath.Join(dir, "mosquitto.conf")
-	// "user root": the Debian broker started as root otherwise switches
-	// to user mosquitto, which cannot read our 0600 file.
-	config := fmt.Sprintf(`listener %d 127.0.0.1
-allow_anonymous false
-password_file %s
-user root
-persistence false
-log_dest stderr
-`, port, passwordFile)
-	if err := os.WriteFile(conf, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "-c", conf)
-	var stderr lockedBuffer
-	cmd.Stdout = &stderr
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("start mosquitto: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cancel() // kills the broker
-		<-exited
-		if t.Failed() {
-			t.Logf("mosquitto log:\n%s", stderr.String())
-		}
-	})
-
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case err := <-exited:
-			exited <- err // for the cleanup
-			t.Fatalf("mosquitto exited before accepting connections: %v\n%s", err, stderr.String())
-		default:
-		}
-		conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			conn.Close()
-			return port
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto not accepting on %s after 10s: %v\n%s", addr, err, stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval, bounded by the deadline
-	}
+	return mqtttest.StartMosquitto(t, mqtttest.MosquittoConfig{
+		Extra: []string{"allow_anonymous false", "password_file " + passwordFile},
+	}).Port
 }
 
 // publish runs mosquitto_pub once and returns its exit code and stderr.
 func publish(t *testing.T, port int, user, password string) (int, string) {
 	t.Helper()
-	bin := needTool(t, "mosquitto_pub", "mosquitto-clients")
+	bin := mqtttest.RequireTool(t, "mosquitto_pub", "mosquitto-clients")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "-h", "127.0.0.1", "-p", fmt.Sprint(port),

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/pimqtt/pimqtt/mqtttest"
 )
 
 // openPTY returns the two ends of a new pseudo-terminal; the slave end is
@@ -89,7 +91,7 @@ func TestReadPasswordTwiceTerminal(t *testing.T) {
 				err error
 			}
 			done := make(chan result, 1)
-			out := &lockedBuffer{}
+			out := &mqtttest.SyncBuffer{}
 			go func() {
 				pw, err := ReadPasswordTwice(slave, out)
 				done <- result{pw, err}

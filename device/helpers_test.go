@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -302,36 +301,5 @@ func closeDevice(t *testing.T, d *Device) {
 	defer cancel()
 	if err := d.Close(ctx); err != nil {
 		t.Fatalf("Close: %v", err)
-	}
-}
-
-// freePort returns a 127.0.0.1 port that was free a moment ago (listen on :0, then close).
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	return port
-}
-
-// waitPort dials until something listens on 127.0.0.1:port, bounded by waitTimeout. A dial
-// loop is the only portable readiness signal a separate process gives.
-func waitPort(t *testing.T, port int) {
-	t.Helper()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	deadline := time.Now().Add(waitTimeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			_ = c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listening on %s after %v: %v", addr, waitTimeout, err)
-		}
-		time.Sleep(20 * time.Millisecond) // pacing between dial attempts, not synchronisation
 	}
 }

@@ -17,6 +17,8 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/pimqtt/pimqtt/mqtttest"
 )
 
 // allowAll is mochi's auth.AllowHook, restated: importing hooks/auth would pull in
@@ -410,11 +412,11 @@ func (c *blackholeConn) Write(p []byte) (int, error) {
 func TestWebSocketMochi(t *testing.T) {
 	// Mochi binds inside Serve's goroutine and only logs a conflict, so take a port that is
 	// free now and wait until it answers.
-	port := freePort(t)
-	b := newMochiBroker(t, listeners.NewWebsocket(listeners.Config{ID: "ws", Address: "127.0.0.1:" + strconv.Itoa(port)}))
-	waitPort(t, port)
+	addr := "127.0.0.1:" + strconv.Itoa(mqtttest.FreePort(t))
+	b := newMochiBroker(t, listeners.NewWebsocket(listeners.Config{ID: "ws", Address: addr}))
+	mqtttest.WaitListening(t, addr)
 
-	dial, err := NetDialer("ws://127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
+	dial, err := NetDialer("ws://"+addr, 5*time.Second)
 	if err != nil {
 		t.Fatalf("NetDialer: %v", err)
 	}

@@ -2,90 +2,32 @@ package device
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/pimqtt/pimqtt/mqtttest"
 )
 
 // These tests run the device against the real mosquitto (Debian packages mosquitto and
 // mosquitto-clients), the broker it must interoperate with in device-only mode.
 
-// needTool fails (never skips) when a required binary is missing.
-func needTool(t *testing.T, name, debPackage string) string {
+// startMosquitto runs mosquitto for the test, open to anonymous clients as the device's broker
+// is in these tests.
+func startMosquitto(t *testing.T, cfg mqtttest.MosquittoConfig) *mqtttest.Mosquitto {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not found (%v): install the Debian package %s", name, err, debPackage)
-	}
-	return p
-}
-
-// syncBuffer collects a child process's output for failure reports.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// startMosquitto runs mosquitto on 127.0.0.1:port, plus a WebSocket listener on wsPort if it is
-// non-zero, and waits until the ports answer. It is killed at cleanup.
-func startMosquitto(t *testing.T, port, wsPort int) {
-	t.Helper()
-	bin := needTool(t, "mosquitto", "mosquitto")
-	dir := t.TempDir()
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n", port)
-	if wsPort != 0 {
-		// mosquitto needs a plain MQTT listener beside a websockets one (it has one above).
-		conf += fmt.Sprintf("listener %d 127.0.0.1\nprotocol websockets\n", wsPort)
-	}
-	confPath := filepath.Join(dir, "mosquitto.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := &syncBuffer{}
-	cmd := exec.Command(bin, "-c", confPath)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start mosquitto: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("mosquitto output:\n%s", out.String())
-		}
-	})
-	waitPort(t, port)
-	if wsPort != 0 {
-		waitPort(t, wsPort)
-	}
+	cfg.Extra = append(cfg.Extra, "allow_anonymous true")
+	return mqtttest.StartMosquitto(t, cfg)
 }
 
 // mosquittoPub publishes one message with mosquitto_pub.
 func mosquittoPub(t *testing.T, port int, topic, payload string) {
 	t.Helper()
-	bin := needTool(t, "mosquitto_pub", "mosquitto-clients")
+	bin := mqtttest.RequireTool(t, "mosquitto_pub", "mosquitto-clients")
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, "-h", "127.0.0.1", "-p", strconv.Itoa(port),
@@ -99,7 +41,7 @@ func mosquittoPub(t *testing.T, port int, topic, payload string) {
 // subscriber, via mosquitto_sub -C 1.
 func mosquittoSubOne(t *testing.T, port int, topic string) string {
 	t.Helper()
-	bin := needTool(t, "mosquitto_sub", "mosquitto-clients")
+	bin := mqtttest.RequireTool(t, "mosquitto_sub", "mosquitto-clients")
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, "-h", "127.0.0.1", "-p", strconv.Itoa(port),
@@ -114,7 +56,7 @@ func mosquittoSubOne(t *testing.T, port int, topic string) string {
 // payload line as it arrives (mosquitto_sub flushes stdout per message).
 func mosquittoSubStream(t *testing.T, port int, topic string) *watched[[]string] {
 	t.Helper()
-	bin := needTool(t, "mosquitto_sub", "mosquitto-clients")
+	bin := mqtttest.RequireTool(t, "mosquitto_sub", "mosquitto-clients")
 	cmd := exec.Command(bin, "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-q", "1", "-t", topic)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -159,8 +101,7 @@ func waitLine(t *testing.T, w *watched[[]string], since int, want string) int {
 
 func TestMosquittoTCP(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
-	startMosquitto(t, port, 0)
+	port := startMosquitto(t, mqtttest.MosquittoConfig{}).Port
 	inner, err := NetDialer("tcp://127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
 	if err != nil {
 		t.Fatalf("NetDialer: %v", err)
@@ -225,7 +166,7 @@ func TestMosquittoTCP(t *testing.T) {
 // anyway and the device connects once mosquitto comes up.
 func TestMosquittoDownAtStart(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
+	port := mqtttest.FreePort(t)
 	dial, err := NetDialer("mqtt://127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
 	if err != nil {
 		t.Fatalf("NetDialer: %v", err)
@@ -238,7 +179,7 @@ func TestMosquittoDownAtStart(t *testing.T) {
 	}
 	logs.waitMsg(t, 0, "cannot connect to broker, retrying in the background")
 
-	startMosquitto(t, port, 0)
+	startMosquitto(t, mqtttest.MosquittoConfig{Port: port})
 	logs.waitMsg(t, 0, "status published")
 	if got := mosquittoSubOne(t, port, "raspberry/status"); got != `{"status": "On"}` {
 		t.Fatalf("retained status = %q", got)
@@ -251,12 +192,9 @@ func TestMosquittoDownAtStart(t *testing.T) {
 // TestMosquittoWebSocket: device-only over ws:// to mosquitto's websockets listener.
 func TestMosquittoWebSocket(t *testing.T) {
 	t.Parallel()
-	port, wsPort := freePort(t), freePort(t)
-	for wsPort == port {
-		wsPort = freePort(t)
-	}
-	startMosquitto(t, port, wsPort)
-	dial, err := NetDialer("ws://127.0.0.1:"+strconv.Itoa(wsPort)+"/mqtt", 5*time.Second)
+	m := startMosquitto(t, mqtttest.MosquittoConfig{WebSocket: true})
+	port := m.Port
+	dial, err := NetDialer("ws://127.0.0.1:"+strconv.Itoa(m.WebSocketPort)+"/mqtt", 5*time.Second)
 	if err != nil {
 		t.Fatalf("NetDialer: %v", err)
 	}
