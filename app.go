@@ -148,7 +148,11 @@ func (m *Main) Close() error {
 	var errs []error
 	if m.device != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		errs = append(errs, m.device.Close(ctx))
+		if err := m.device.Close(ctx); err != nil {
+			// The broker is gone or slow: it will publish the device's will
+			// instead. The line is safe either way, so this is no failure.
+			m.Logger.Warn("device could not say goodbye to the broker", "error", err)
+		}
 		cancel()
 		m.device = nil
 	}
