@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"time"
 
 	"github.com/pimqtt/pimqtt/broker"
 	"github.com/pimqtt/pimqtt/device"
 	"github.com/pimqtt/pimqtt/gpio"
+	"github.com/pimqtt/pimqtt/state"
 )
 
 // Modes of operation.
@@ -35,9 +37,19 @@ type Config struct {
 	Username    string
 	Password    string
 	ClientID    string
-	Topic       string
 	StatusTopic string
-	GPIO        string
+	// Topic and GPIO are the one-LED shorthand: an output named "led"
+	// taking commands on Topic, used when UseShorthand is set.
+	Topic        string
+	GPIO         string
+	UseShorthand bool
+	// Outputs and Inputs are the named lines (--output, --input), with
+	// topics under Prefix.
+	Outputs []gpio.LineFlag
+	Inputs  []gpio.LineFlag
+	Prefix  string
+	// DataDir holds the state file that initial=restore reads.
+	DataDir string
 }
 
 // Main is the running program: what main() starts and end-to-end tests
@@ -49,9 +61,11 @@ type Main struct {
 	// benchmarks use it to observe each change. Main closes it.
 	Line gpio.Output
 
-	broker *broker.Broker
-	line   gpio.Output
-	device *device.Device
+	broker  *broker.Broker
+	outputs map[string]gpio.Output
+	inputs  []gpio.Input
+	store   *state.File
+	device  *device.Device
 }
 
 // Run starts the broker and the device as the mode asks. It returns once
@@ -86,35 +100,84 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 
 	devLog := m.Logger.With("component", "device")
-	m.line = m.Line
-	if m.line == nil {
-		if m.line, err = gpio.OpenOutput(cfg.GPIO, gpio.WithLogger(devLog)); err != nil {
-			return fmt.Errorf("gpio: %w", err)
-		}
-	}
-	dial, label := m.dialer()
-	if dial == nil {
-		dial, err = device.NetDialer(cfg.BrokerURL, 10*time.Second)
-		if err != nil {
-			return err
-		}
-	}
-	m.device, err = device.New(device.Options{
-		Dial:        dial,
-		BrokerLabel: label,
+	opts := device.Options{
 		Username:    cfg.Username,
 		Password:    cfg.Password,
 		ClientID:    cfg.ClientID,
-		Topic:       cfg.Topic,
 		StatusTopic: cfg.StatusTopic,
-		Line:        m.line,
 		Logger:      devLog,
-	})
-	if err != nil {
+	}
+	if opts.Outputs, opts.Inputs, err = m.openLines(devLog); err != nil {
 		return err
 	}
-	devLog.Info("device starting", "broker", label, "line", m.line.String(), "topic", cfg.Topic)
+	if m.store != nil {
+		opts.Store = m.store
+	}
+	dial, label := m.dialer()
+	if dial == nil {
+		if dial, err = device.NetDialer(cfg.BrokerURL, 10*time.Second); err != nil {
+			return err
+		}
+	}
+	opts.Dial, opts.BrokerLabel = dial, label
+	if m.device, err = device.New(opts); err != nil {
+		return err
+	}
+	devLog.Info("device starting", "broker", label, "outputs", len(opts.Outputs), "inputs", len(opts.Inputs))
 	return m.device.Start(ctx)
+}
+
+// openLines requests every configured line, restoring remembered output
+// levels where initial=restore asks for it.
+func (m *Main) openLines(log *slog.Logger) ([]device.Output, []device.Input, error) {
+	cfg := m.Config
+	m.outputs = make(map[string]gpio.Output)
+	var outputs []device.Output
+	if cfg.UseShorthand {
+		line := m.Line
+		if line == nil {
+			var err error
+			if line, err = gpio.OpenOutput(cfg.GPIO, gpio.WithLogger(log)); err != nil {
+				return nil, nil, fmt.Errorf("gpio: %w", err)
+			}
+		}
+		m.outputs["led"] = line
+		outputs = append(outputs, device.Output{Name: "led", CommandTopic: cfg.Topic, Line: line})
+	}
+	for _, f := range cfg.Outputs {
+		opts := append(f.Options(), gpio.WithLogger(log.With("output", f.Name)))
+		if f.Initial == gpio.InitialRestore {
+			if m.store == nil {
+				store, err := state.Open(filepath.Join(cfg.DataDir, "state.json"), log)
+				if err != nil {
+					return nil, nil, fmt.Errorf("--output %s: initial=restore needs a writable --data-dir: %w", f.Name, err)
+				}
+				m.store = store
+			}
+			v, _ := m.store.Get(f.Name)
+			opts = append(opts, gpio.WithInitialValue(v))
+		}
+		if _, dup := m.outputs[f.Name]; dup {
+			return nil, nil, fmt.Errorf("--output %s: the name is used twice", f.Name)
+		}
+		line, err := gpio.OpenOutput(f.Line, opts...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--output %s: %w", f.Name, err)
+		}
+		m.outputs[f.Name] = line
+		topic := cfg.Prefix + "/" + f.Name
+		outputs = append(outputs, device.Output{Name: f.Name, CommandTopic: topic, StateTopic: topic + "/state", Line: line})
+	}
+	var inputs []device.Input
+	for _, f := range cfg.Inputs {
+		line, err := gpio.OpenInput(f.Line, append(f.Options(), gpio.WithLogger(log.With("input", f.Name)))...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--input %s: %w", f.Name, err)
+		}
+		m.inputs = append(m.inputs, line)
+		inputs = append(inputs, device.Input{Name: f.Name, StateTopic: cfg.Prefix + "/" + f.Name + "/state", Line: line})
+	}
+	return outputs, inputs, nil
 }
 
 // dialer picks how the device reaches its broker: through memory when the
@@ -160,9 +223,22 @@ func (m *Main) Close() error {
 		errs = append(errs, m.broker.Close())
 		m.broker = nil
 	}
-	if m.line != nil {
-		errs = append(errs, m.line.SetValue(0), m.line.Close())
-		m.line = nil
+	// Lines are held until the end; outputs are left at 0, their defined
+	// state, and the state file keeps the last commanded levels.
+	for name, line := range m.outputs {
+		if err := line.SetValue(0); err != nil {
+			errs = append(errs, fmt.Errorf("output %s: %w", name, err))
+		}
+		errs = append(errs, line.Close())
+	}
+	m.outputs = nil
+	for _, in := range m.inputs {
+		errs = append(errs, in.Close())
+	}
+	m.inputs = nil
+	if m.store != nil {
+		errs = append(errs, m.store.Close())
+		m.store = nil
 	}
 	return errors.Join(errs...)
 }

@@ -58,6 +58,8 @@ func testConfig(passwordFile string) Config {
 		Topic:        "raspberry/led",
 		StatusTopic:  "raspberry/status",
 		GPIO:         "sim",
+		UseShorthand: true,
+		Prefix:       "raspberry",
 	}
 }
 
@@ -101,7 +103,7 @@ func addr(t testing.TB, m *Main, kind string) (string, string) {
 // lineValue reads the device's line.
 func lineValue(t testing.TB, m *Main) int {
 	t.Helper()
-	v, err := m.line.Value()
+	v, err := m.outputs["led"].Value()
 	if err != nil {
 		t.Fatalf("line value: %v", err)
 	}

@@ -81,6 +81,14 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 
 var errVersionShown = errors.New("version shown")
 
+// defaultDataDir follows systemd's StateDirectory= when it is set.
+func defaultDataDir() string {
+	if d := os.Getenv("STATE_DIRECTORY"); d != "" {
+		return d
+	}
+	return "/var/lib/pimqtt"
+}
+
 func parseFlags(args []string, stdout, stderr io.Writer) (Config, *slog.Logger, error) {
 	var cfg Config
 	fs := pflag.NewFlagSet("pimqtt", pflag.ContinueOnError)
@@ -97,6 +105,10 @@ func parseFlags(args []string, stdout, stderr io.Writer) (Config, *slog.Logger, 
 	fs.StringVar(&cfg.Topic, "topic", "raspberry/led", "command topic; state is published retained on TOPIC/state")
 	fs.StringVar(&cfg.StatusTopic, "status-topic", "raspberry/status", `topic for the retained {"status": "On"|"Off"} and the Last Will`)
 	fs.StringVar(&cfg.GPIO, "gpio", "auto", "output line: GPIO21, J8p40, pin40, gpiochip0:21, sim, or auto (GPIO21 if present, else simulated)")
+	outputs := fs.StringArray("output", nil, "named output NAME=LINE[,active-low][,initial=off|on|restore]; commands on PREFIX/NAME (repeatable)")
+	inputs := fs.StringArray("input", nil, "named input NAME=LINE[,pull-up|pull-down][,debounce=DUR][,active-low]; state on PREFIX/NAME/state (repeatable)")
+	fs.StringVar(&cfg.Prefix, "prefix", "raspberry", "topic prefix of named outputs and inputs")
+	fs.StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory of the state file that initial=restore reads")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	cfg.Limits = broker.DefaultLimits()
@@ -143,6 +155,23 @@ func parseFlags(args []string, stdout, stderr io.Writer) (Config, *slog.Logger, 
 	if cfg.Password == "" {
 		cfg.Password = os.Getenv("PIMQTT_PASSWORD")
 	}
+	for _, o := range *outputs {
+		f, err := gpio.ParseOutputFlag(o)
+		if err != nil {
+			return cfg, nil, err
+		}
+		cfg.Outputs = append(cfg.Outputs, f)
+	}
+	for _, in := range *inputs {
+		f, err := gpio.ParseInputFlag(in)
+		if err != nil {
+			return cfg, nil, err
+		}
+		cfg.Inputs = append(cfg.Inputs, f)
+	}
+	// --topic/--gpio is the one-LED shorthand: on by default, and beside
+	// named lines only when asked for explicitly.
+	cfg.UseShorthand = (len(cfg.Outputs) == 0 && len(cfg.Inputs) == 0) || fs.Changed("gpio") || fs.Changed("topic")
 	if cfg.Mode == ModeDevice {
 		return cfg, logger, nil
 	}

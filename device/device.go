@@ -1,6 +1,7 @@
-// Package device owns pimqtt's MQTT client side: the in-process "device" that subscribes to a
-// command topic, drives one output line (the LED) from the commands, and reports the line's
-// read-back level and its own online status as retained messages.
+// Package device owns pimqtt's MQTT client side: the in-process "device" that subscribes to
+// command topics, drives output lines (the LED, relays) from the commands, publishes the levels
+// of input lines (buttons, sensors) as they change, and reports every line's level and its own
+// online status as retained messages.
 //
 // It replaces the seed's Python paho script and keeps its wire format: commands on
 // "raspberry/led", retained status {"status": "On"} / {"status": "Off"} on "raspberry/status"
@@ -9,7 +10,7 @@
 // The package meets the broker only through MQTT: it is handed a DialFunc, which in all-in-one
 // mode returns an in-memory connection into the embedded broker and in device-only mode a
 // TCP/TLS/WebSocket connection (see NetDialer) to any MQTT 3.1.1/5 broker. It never imports
-// pimqtt's broker or gpio packages; the output is the small Line interface.
+// pimqtt's broker or gpio packages; the lines are the small Line and InputLine interfaces.
 package device
 
 import (
@@ -30,13 +31,57 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
-// Line is the output the device drives. gpio.Output satisfies it. The device serialises all
-// calls, so implementations need not be safe for concurrent use.
+// Line is an output the device drives. gpio.Output satisfies it. The device serialises all
+// calls to all its output lines, so implementations need not be safe for concurrent use.
 type Line interface {
 	// SetValue drives the line: 0 low, 1 high.
 	SetValue(value int) error
 	// Value reads the line's level back; it is what gets published as the state.
 	Value() (int, error)
+}
+
+// InputLine is a line the device reads. gpio.Input satisfies it. The device calls Events once,
+// in Start, and Value only from its publisher goroutine; it never closes the line.
+type InputLine interface {
+	// Value reads the line's present logical level.
+	Value() (int, error)
+	// Events delivers the new logical value after each edge, in order; it is closed when the
+	// line is closed.
+	Events() <-chan int
+}
+
+// Output is one line the device drives from commands.
+type Output struct {
+	// Name identifies the output in logs and to the StateStore, e.g. "led" or "relay1".
+	// Required; unique among all outputs and inputs.
+	Name string
+	// CommandTopic is where commands for this output arrive, e.g. "raspberry/led". Required.
+	CommandTopic string
+	// StateTopic carries the retained read-back level, "1" or "0". Empty means
+	// CommandTopic+"/state".
+	StateTopic string
+	// Line is the line to drive. Required.
+	Line Line
+}
+
+// Input is one line whose changes the device publishes.
+type Input struct {
+	// Name identifies the input in logs, e.g. "button". Required; unique among all outputs and
+	// inputs.
+	Name string
+	// StateTopic carries the retained level, "1" or "0", published on every change and on
+	// every (re)connection. Required.
+	StateTopic string
+	// Line is the line to read. Required.
+	Line InputLine
+}
+
+// StateStore remembers each output's last commanded level across restarts; state.File
+// satisfies it. The device calls Set from its MQTT message handler after every command it
+// applied successfully, one call at a time, with the commanded level (0 or 1). Set must not
+// block. The safe-state drive in Close is not a command and is not reported.
+type StateStore interface {
+	Set(name string, value int)
 }
 
 // DialFunc opens the byte stream to the broker, before any MQTT is spoken. It is called for the
@@ -54,13 +99,14 @@ type Options struct {
 	Username, Password string
 	// ClientID defaults to "pimqtt-<hostname>".
 	ClientID string
-	// Topic is the command topic, default "raspberry/led". The line's level is published,
-	// retained, on Topic+"/state".
-	Topic string
 	// StatusTopic carries the retained online status and the Last Will, default "raspberry/status".
 	StatusTopic string
-	// Line is the output to drive. Required.
-	Line Line
+	// Outputs are the lines driven from commands. At least one output or input is required.
+	Outputs []Output
+	// Inputs are the lines whose levels are published.
+	Inputs []Input
+	// Store, if not nil, is told every commanded output level.
+	Store StateStore
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// KeepAlive is the MQTT keepalive, default 30 s, at least 1 s.
@@ -74,7 +120,6 @@ type Options struct {
 var ErrClosed = errors.New("device: closed")
 
 const (
-	defaultTopic                = "raspberry/led"
 	defaultStatusTopic          = "raspberry/status"
 	defaultKeepAlive            = 30 * time.Second
 	defaultMaxReconnectInterval = 30 * time.Second
@@ -106,6 +151,10 @@ const (
 	placeholderBroker = "tcp://pimqtt-device.invalid:1883"
 	// excerptLen bounds how much of an unknown payload reaches the log.
 	excerptLen = 32
+	// maxInputBacklog bounds the events of one input waiting to be published. When an input
+	// changes faster than its states can be published, the oldest waiting values are dropped;
+	// the newest is always kept, so the last published state is always the last event's.
+	maxInputBacklog = 64
 )
 
 // Device is the MQTT device: create it with New, then Start, and finally Close.
@@ -115,21 +164,23 @@ type Device struct {
 	clientID    string
 	username    string
 	password    string
-	topic       string
-	stateTopic  string
 	statusTopic string
-	line        Line
+	outputs     []*output
+	inputs      []*input
+	byCommand   map[string]*output // command topic → output
+	store       StateStore
 	log         *slog.Logger
 	keepAlive   time.Duration
 	maxBackoff  time.Duration
 
 	// ctx spans the device's life and is cancelled at the start of Close, so dials in
-	// progress, retry loops and background ack waits stop promptly.
+	// progress, retry loops, input readers and background ack waits stop promptly.
 	ctx    context.Context
 	cancel context.CancelFunc
 
 	// mu serialises every Line call (message handler, state publisher, Close) and guards the
-	// lifecycle flags, so that once Close has driven the line to 0 no late command re-drives it.
+	// lifecycle flags, so that once Close has driven the lines to 0 no late command re-drives
+	// one.
 	mu      sync.Mutex
 	started bool
 	closed  bool
@@ -143,8 +194,10 @@ type Device struct {
 	// The publisher goroutine is the only publisher outside Close, so nothing it sends can
 	// follow Close's final Off (Close waits for it to exit, or else drops the connection).
 	kick     chan struct{} // coalesced "publish" requests; buffer 1
-	announce atomic.Bool   // publish status On before the next state
+	announce atomic.Bool   // publish status On first in the next round
+	refresh  atomic.Bool   // publish every output's and input's state in the next round
 	pubDone  chan struct{} // closed when the publisher exits
+	readers  sync.WaitGroup
 
 	failures atomic.Int64 // failed attempts since the last successful connection
 	// graceNext makes the next dial wait reconnectGrace first; set for the first attempt
@@ -152,35 +205,46 @@ type Device struct {
 	graceNext atomic.Bool
 }
 
+// output is an Output with its publishing state.
+type output struct {
+	name, commandTopic, stateTopic string
+	line                           Line
+	log                            *slog.Logger
+	dirty                          atomic.Bool // its state is to be published
+}
+
+// input is an Input with its backlog of values to publish.
+type input struct {
+	name, stateTopic string
+	line             InputLine
+	log              *slog.Logger
+
+	mu      sync.Mutex
+	backlog []int // values from events not yet published, oldest first
+	dropped int   // values dropped from a full backlog since the last round
+	last    int   // the newest value from an event
+	hasLast bool
+}
+
 // New validates opts, fills in defaults and returns a Device that has not connected yet.
+//
+// Validation: Dial is required; a password needs a username; at least one output or input;
+// every name non-empty, valid UTF-8 and unique across outputs and inputs; every line non-nil;
+// every topic non-empty, valid UTF-8, without wildcards or NUL; and the status topic, every
+// command topic and every state topic pairwise distinct.
 func New(opts Options) (*Device, error) {
 	if opts.Dial == nil {
 		return nil, errors.New("device: Options.Dial is required")
-	}
-	if opts.Line == nil {
-		return nil, errors.New("device: Options.Line is required")
 	}
 	if opts.Password != "" && opts.Username == "" {
 		// MQTT 3.1.1 forbids a password without a username (MQTT-3.1.2-22).
 		return nil, errors.New("device: a password needs a username")
 	}
-	if opts.Topic == "" {
-		opts.Topic = defaultTopic
+	if len(opts.Outputs) == 0 && len(opts.Inputs) == 0 {
+		return nil, errors.New("device: at least one output or input (Options.Outputs, Options.Inputs) is required")
 	}
 	if opts.StatusTopic == "" {
 		opts.StatusTopic = defaultStatusTopic
-	}
-	for _, t := range []struct{ name, topic string }{
-		{"Topic", opts.Topic}, {"StatusTopic", opts.StatusTopic},
-	} {
-		if err := validatePublishTopic(t.topic); err != nil {
-			return nil, fmt.Errorf("device: Options.%s %q: %w", t.name, t.topic, err)
-		}
-	}
-	if opts.StatusTopic == opts.Topic || opts.StatusTopic == opts.Topic+"/state" {
-		// The device subscribes to both Topic and StatusTopic; sharing one would feed status
-		// messages to the command parser or clobber the state.
-		return nil, fmt.Errorf("device: Options.StatusTopic %q collides with the command or state topic", opts.StatusTopic)
 	}
 	switch {
 	case opts.KeepAlive == 0:
@@ -205,25 +269,104 @@ func New(opts Options) (*Device, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Device{
+	log := opts.Logger.With("broker", opts.BrokerLabel)
+
+	// Every topic the device subscribes or publishes to must be distinct: the device
+	// subscribes to its command topics and its status topic, so a state topic equal to one of
+	// them would feed states to the command parser (or the will repair), and two lines sharing
+	// a state topic would clobber each other's retained level.
+	topics := map[string]string{} // topic → what uses it
+	claim := func(topic, what string) error {
+		if err := validatePublishTopic(topic); err != nil {
+			return fmt.Errorf("device: %s %q: %w", what, topic, err)
+		}
+		if prev, ok := topics[topic]; ok {
+			return fmt.Errorf("device: %s %q collides with %s", what, topic, prev)
+		}
+		topics[topic] = what
+		return nil
+	}
+	names := map[string]string{}
+	claimName := func(name, what string) error {
+		switch {
+		case name == "":
+			return fmt.Errorf("device: %s has no Name", what)
+		case !utf8.ValidString(name):
+			return fmt.Errorf("device: %s Name %q is not valid UTF-8", what, name)
+		}
+		if prev, ok := names[name]; ok {
+			return fmt.Errorf("device: %s Name %q is already used by %s", what, name, prev)
+		}
+		names[name] = what
+		return nil
+	}
+	if err := claim(opts.StatusTopic, "Options.StatusTopic"); err != nil {
+		return nil, err
+	}
+	d := &Device{
 		dial:        opts.Dial,
 		label:       opts.BrokerLabel,
 		clientID:    opts.ClientID,
 		username:    opts.Username,
 		password:    opts.Password,
-		topic:       opts.Topic,
-		stateTopic:  opts.Topic + "/state",
 		statusTopic: opts.StatusTopic,
-		line:        opts.Line,
-		log:         opts.Logger.With("broker", opts.BrokerLabel, "line", fmt.Sprint(opts.Line)),
+		byCommand:   map[string]*output{},
+		store:       opts.Store,
+		log:         log,
 		keepAlive:   opts.KeepAlive,
 		maxBackoff:  opts.MaxReconnectInterval,
-		ctx:         ctx,
-		cancel:      cancel,
 		kick:        make(chan struct{}, 1),
 		pubDone:     make(chan struct{}),
-	}, nil
+	}
+	for i, o := range opts.Outputs {
+		what := fmt.Sprintf("Options.Outputs[%d]", i)
+		if err := claimName(o.Name, what); err != nil {
+			return nil, err
+		}
+		what = fmt.Sprintf("Options.Outputs[%d] (%s)", i, o.Name)
+		if o.Line == nil {
+			return nil, fmt.Errorf("device: %s Line is required", what)
+		}
+		if o.StateTopic == "" {
+			o.StateTopic = o.CommandTopic + "/state"
+		}
+		if err := claim(o.CommandTopic, what+" CommandTopic"); err != nil {
+			return nil, err
+		}
+		if err := claim(o.StateTopic, what+" StateTopic"); err != nil {
+			return nil, err
+		}
+		out := &output{
+			name:         o.Name,
+			commandTopic: o.CommandTopic,
+			stateTopic:   o.StateTopic,
+			line:         o.Line,
+			log:          log.With("name", o.Name, "line", fmt.Sprint(o.Line)),
+		}
+		d.outputs = append(d.outputs, out)
+		d.byCommand[out.commandTopic] = out
+	}
+	for i, in := range opts.Inputs {
+		what := fmt.Sprintf("Options.Inputs[%d]", i)
+		if err := claimName(in.Name, what); err != nil {
+			return nil, err
+		}
+		what = fmt.Sprintf("Options.Inputs[%d] (%s)", i, in.Name)
+		if in.Line == nil {
+			return nil, fmt.Errorf("device: %s Line is required", what)
+		}
+		if err := claim(in.StateTopic, what+" StateTopic"); err != nil {
+			return nil, err
+		}
+		d.inputs = append(d.inputs, &input{
+			name:       in.Name,
+			stateTopic: in.StateTopic,
+			line:       in.Line,
+			log:        log.With("name", in.Name, "line", fmt.Sprint(in.Line)),
+		})
+	}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	return d, nil
 }
 
 // defaultClientID gives each Pi its own id: two devices sharing one would take each other's
@@ -237,7 +380,8 @@ func defaultClientID() string {
 }
 
 // validatePublishTopic rejects topics the device could not publish to. Wildcards are refused
-// even for the command topic, because its state topic is derived from it.
+// even for command topics, because their state topics are derived from them and a message
+// must be routed to exactly one output.
 func validatePublishTopic(t string) error {
 	switch {
 	case t == "":
@@ -255,7 +399,8 @@ func validatePublishTopic(t string) error {
 // Start begins connecting and returns without waiting for the broker: the first connection
 // and every later reconnection happen in the background, retrying until Close, and are
 // logged. A broker that is down at boot therefore never blocks or fails Start. ctx is only
-// checked on entry; it does not bound the device's life (Close does).
+// checked on entry; it does not bound the device's life (Close does). Start also begins
+// reading every input's Events.
 //
 // Start fails if ctx is already done, if called twice, or after Close.
 func (d *Device) Start(ctx context.Context) error {
@@ -289,7 +434,7 @@ func (d *Device) Start(ctx context.Context) error {
 		// Outbound QoS 1 messages are not kept for resending after a reconnection: paho's
 		// resume() then races with publishes made right after the reconnection (paho issue
 		// #703: data race on the packet, double close of the token channel, a panic). Nothing
-		// is lost, because every connection starts by publishing status and state afresh.
+		// is lost, because every connection starts by publishing status and states afresh.
 		SetStore(discardStore{}).
 		SetOnConnectHandler(d.onConnect).
 		SetConnectionNotificationHandler(d.onConnectionEvent)
@@ -302,7 +447,12 @@ func (d *Device) Start(ctx context.Context) error {
 	d.client = mqtt.NewClient(o)
 
 	go d.publishLoop(d.client)
-	d.log.Info("connecting to broker", "client_id", d.clientID, "topic", d.topic)
+	for _, in := range d.inputs {
+		d.readers.Add(1)
+		go d.readInput(in, in.line.Events())
+	}
+	d.log.Info("connecting to broker", "client_id", d.clientID,
+		"outputs", len(d.outputs), "inputs", len(d.inputs), "status_topic", d.statusTopic)
 	tok := d.client.Connect()
 	select {
 	case <-tok.Done():
@@ -352,38 +502,62 @@ func (d *Device) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 }
 
 // onConnect runs in its own goroutine on every (re)connection, so waiting for acks is safe
-// here. The session is clean, so the subscriptions must be renewed every time; the status On
-// and the state follow from the publisher goroutine, in that order.
+// here. The session is clean, so the subscriptions must be renewed every time, all in one
+// SUBSCRIBE; the status On and then every state follow from the publisher goroutine.
 func (d *Device) onConnect(c mqtt.Client) {
 	d.failures.Store(0)
 	d.log.Info("connected to broker", "client_id", d.clientID)
 	ctx, cancel := context.WithTimeout(d.ctx, ackTimeout)
 	defer cancel()
 
-	cmdTok := c.Subscribe(d.topic, 1, d.onMessage)
 	// The device also listens to its own status topic to repair a late will; see onStatus.
-	statusTok := c.Subscribe(d.statusTopic, 1, d.onStatus)
-	if err := subscribed(ctx, cmdTok, d.topic); err != nil {
-		d.log.Error("subscribe failed; commands will not arrive until the next reconnection",
-			"topic", d.topic, "err", err)
+	filters := map[string]byte{d.statusTopic: 1}
+	for _, o := range d.outputs {
+		filters[o.commandTopic] = 1
 	}
-	if err := subscribed(ctx, statusTok, d.statusTopic); err != nil {
+	tok := c.SubscribeMultiple(filters, d.onMessage)
+	err := waitToken(ctx, tok)
+	var granted map[string]byte
+	if st, ok := tok.(*mqtt.SubscribeToken); ok && err == nil {
+		granted = st.Result()
+	}
+	refused := func(topic string) error {
+		switch {
+		case err != nil:
+			return err
+		case granted[topic] == 0x80:
+			return errors.New("refused by the broker (check its ACL)")
+		}
+		return nil
+	}
+	for _, o := range d.outputs {
+		if err := refused(o.commandTopic); err != nil {
+			o.log.Error("subscribe failed; commands will not arrive until the next reconnection",
+				"topic", o.commandTopic, "err", err)
+		}
+	}
+	if err := refused(d.statusTopic); err != nil {
 		d.log.Warn("subscribe to own status failed; a late will could leave the status Off",
 			"topic", d.statusTopic, "err", err)
 	}
+	d.refresh.Store(true)
 	d.announce.Store(true)
 	d.requestPublish()
 }
 
-// subscribed waits for a SUBACK and checks that the broker granted the subscription.
-func subscribed(ctx context.Context, tok mqtt.Token, topic string) error {
-	if err := waitToken(ctx, tok); err != nil {
-		return err
+// onMessage routes a message to its output's command handler, or to onStatus. Topics hold no
+// wildcards, so a message's topic is exactly the filter it matched.
+func (d *Device) onMessage(c mqtt.Client, m mqtt.Message) {
+	if m.Topic() == d.statusTopic {
+		d.onStatus(c, m)
+		return
 	}
-	if st, ok := tok.(*mqtt.SubscribeToken); ok && st.Result()[topic] == 0x80 {
-		return errors.New("refused by the broker (check its ACL)")
+	o := d.byCommand[m.Topic()]
+	if o == nil {
+		d.log.Debug("message on an unknown topic ignored", "topic", m.Topic())
+		return
 	}
-	return nil
+	d.onCommand(o, m)
 }
 
 // onStatus repairs a late will. When a connection dies and the device reconnects before the
@@ -432,49 +606,105 @@ func (d *Device) onConnectionEvent(_ mqtt.Client, n mqtt.ConnectionNotification)
 	}
 }
 
-// onMessage handles a command. paho runs handlers one at a time on its router goroutine
-// (OrderMatters), so this must not block on the network: it drives the line and only asks the
-// state publisher to report, never waiting on a token.
-func (d *Device) onMessage(_ mqtt.Client, m mqtt.Message) {
+// onCommand handles a command for output o. paho runs handlers one at a time on its router
+// goroutine (OrderMatters), so this must not block on the network: it drives the line, tells
+// the store, and only asks the state publisher to report, never waiting on a token.
+func (d *Device) onCommand(o *output, m mqtt.Message) {
 	payload := m.Payload()
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		d.log.Debug("command ignored: device closing", "topic", m.Topic())
+		o.log.Debug("command ignored: device closing", "topic", m.Topic())
 		return
 	}
-	current, err := d.line.Value()
+	current, err := o.line.Value()
 	if err != nil {
 		d.mu.Unlock()
-		d.log.Error("read line failed; command ignored", "topic", m.Topic(), "err", err)
+		o.log.Error("read line failed; command ignored", "topic", m.Topic(), "err", err)
 		return
 	}
 	next, err := ParseCommand(payload, current)
 	if err != nil {
 		d.mu.Unlock()
-		d.log.Warn("unknown payload", "topic", m.Topic(),
+		o.log.Warn("unknown payload", "topic", m.Topic(),
 			"payload", fmt.Sprintf("%q", payload[:min(len(payload), excerptLen)]),
 			"len", len(payload), "err", err)
 		return
 	}
-	err = d.line.SetValue(next)
+	err = o.line.SetValue(next)
 	d.mu.Unlock()
 	switch {
 	case err != nil:
-		d.log.Error("set line failed", "topic", m.Topic(), "value", next, "err", err)
+		o.log.Error("set line failed", "topic", m.Topic(), "value", next, "err", err)
 	case next != current:
-		d.log.Info("line changed", "topic", m.Topic(), "value", next)
+		o.log.Info("line changed", "topic", m.Topic(), "value", next)
 	default:
-		d.log.Debug("line unchanged", "topic", m.Topic(), "value", next)
+		o.log.Debug("line unchanged", "topic", m.Topic(), "value", next)
+	}
+	if err == nil && d.store != nil {
+		d.store.Set(o.name, next)
 	}
 	// Publish even when unchanged or failed: the read-back is the truth, and a client that
 	// re-sends a command gets the state again.
+	o.dirty.Store(true)
 	d.requestPublish()
 }
 
-// requestPublish wakes the publisher without blocking. Requests coalesce: the publisher
-// reads the line when it runs, so one publish covers a burst of changes and the last retained
-// state always matches the line.
+// readInput forwards one input's events to the publisher until the device closes or the
+// events channel is closed. It never closes the line: the caller owns it.
+func (d *Device) readInput(in *input, events <-chan int) {
+	defer d.readers.Done()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case v, ok := <-events:
+			if !ok {
+				if d.ctx.Err() == nil {
+					in.log.Warn("input events closed; its changes are no longer published")
+				}
+				return
+			}
+			v = level(v)
+			in.log.Debug("input changed", "topic", in.stateTopic, "value", v)
+			in.push(v)
+			d.requestPublish()
+		}
+	}
+}
+
+// push appends v to the backlog, dropping the oldest value when it is full.
+func (in *input) push(v int) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if len(in.backlog) >= maxInputBacklog {
+		n := copy(in.backlog, in.backlog[1:])
+		in.backlog = in.backlog[:n]
+		in.dropped++
+	}
+	in.backlog = append(in.backlog, v)
+	in.last, in.hasLast = v, true
+}
+
+// take empties the backlog and returns it, oldest first, with the count of values dropped.
+func (in *input) take() (values []int, dropped int) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	values, dropped = in.backlog, in.dropped
+	in.backlog, in.dropped = nil, 0
+	return values, dropped
+}
+
+// lastValue is the newest value seen in an event.
+func (in *input) lastValue() (int, bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.last, in.hasLast
+}
+
+// requestPublish wakes the publisher without blocking. Requests coalesce: what to publish is
+// recorded beside (dirty outputs, input backlogs, announce, refresh), so one round covers a
+// burst of requests.
 func (d *Device) requestPublish() {
 	select {
 	case d.kick <- struct{}{}:
@@ -482,8 +712,19 @@ func (d *Device) requestPublish() {
 	}
 }
 
-// publishLoop publishes status On (when announce is set) and the state, so that message
-// handlers never wait on the network and publish errors are logged off the handler path.
+// publication is one message of a publishing round.
+type publication struct {
+	topic, payload string
+	log            *slog.Logger // the line's logger, or nil for the status
+}
+
+// publishLoop is the only publisher until Close. Each round publishes, in this order: status
+// On (when announce is set), the state of every output marked dirty (read from the line when
+// the round runs, so bursts of commands coalesce into one publish of the final level), and
+// every value waiting in each input's backlog, in event order. After a (re)connection
+// (refresh), every output's and input's state is published; an input's backlog is then
+// replaced by a fresh read of the line. Message handlers thus never wait on the network, and
+// publish errors are logged off the handler path.
 func (d *Device) publishLoop(c mqtt.Client) {
 	defer close(d.pubDone)
 	pending := false
@@ -497,47 +738,96 @@ func (d *Device) publishLoop(c mqtt.Client) {
 		}
 		pending = false
 		if !c.IsConnectionOpen() {
-			// onConnect asks again after reconnecting; a publish queued now could only
-			// be resent stale, or not at all.
+			// onConnect asks again after reconnecting, with refresh set; a publish queued
+			// now could only be resent stale, or not at all.
 			continue
 		}
-		if d.announce.Swap(false) {
-			tok := c.Publish(d.statusTopic, 1, true, statusOn)
-			newer, err := d.await(tok)
-			if newer {
-				pending = true
-				continue
-			}
-			if err != nil {
-				d.log.Warn("publish status failed", "topic", d.statusTopic, "err", err)
-			} else {
-				d.log.Debug("status published", "topic", d.statusTopic, "status", "On")
-			}
-		}
-		d.mu.Lock()
-		v, err := d.line.Value()
-		d.mu.Unlock()
-		if err != nil {
-			d.log.Error("read line failed; state not published", "err", err)
-			continue
-		}
-		tok := c.Publish(d.stateTopic, 1, true, statePayload(v))
-		newer, err := d.await(tok)
-		switch {
-		case newer:
-			pending = true
-		case err != nil:
-			d.log.Warn("publish state failed", "topic", d.stateTopic, "err", err)
-		default:
-			d.log.Debug("state published", "topic", d.stateTopic, "value", statePayload(v))
-		}
+		pending = d.publishRound(c, d.collect())
 	}
 }
 
+// collect gathers one round's publications.
+func (d *Device) collect() []publication {
+	var pubs []publication
+	if d.announce.Swap(false) {
+		pubs = append(pubs, publication{topic: d.statusTopic, payload: statusOn})
+	}
+	refresh := d.refresh.Swap(false)
+	for _, o := range d.outputs {
+		if !o.dirty.Swap(false) && !refresh {
+			continue
+		}
+		d.mu.Lock()
+		v, err := o.line.Value()
+		d.mu.Unlock()
+		if err != nil {
+			o.log.Error("read line failed; state not published", "err", err)
+			continue
+		}
+		pubs = append(pubs, publication{o.stateTopic, statePayload(v), o.log})
+	}
+	for _, in := range d.inputs {
+		// The backlog is taken before the line is read: every event taken predates the read,
+		// and every later event is published in a later round, so the newest value is always
+		// the last one published.
+		values, dropped := in.take()
+		if refresh {
+			v, err := in.line.Value()
+			switch {
+			case err == nil:
+				values = []int{level(v)}
+			case len(values) > 0:
+				in.log.Warn("read input failed; publishing its last event", "err", err)
+			default:
+				last, ok := in.lastValue()
+				if !ok {
+					in.log.Error("read input failed; state not published", "err", err)
+					continue
+				}
+				in.log.Warn("read input failed; publishing its last event", "err", err)
+				values = []int{last}
+			}
+		} else if dropped > 0 {
+			in.log.Warn("input changed faster than its state could be published; intermediate values skipped",
+				"skipped", dropped)
+		}
+		for _, v := range values {
+			pubs = append(pubs, publication{in.stateTopic, statePayload(v), in.log})
+		}
+	}
+	return pubs
+}
+
+// publishRound hands every publication to paho in order, then waits for their PUBACKs and
+// logs the outcome. It returns true when a newer request cut the wait short (see await).
+func (d *Device) publishRound(c mqtt.Client, pubs []publication) (newer bool) {
+	toks := make([]mqtt.Token, len(pubs))
+	for i, p := range pubs {
+		toks[i] = c.Publish(p.topic, 1, true, p.payload)
+	}
+	for i, p := range pubs {
+		newer, err := d.await(toks[i])
+		if newer {
+			return true
+		}
+		switch {
+		case p.log == nil && err != nil:
+			d.log.Warn("publish status failed", "topic", p.topic, "err", err)
+		case p.log == nil:
+			d.log.Debug("status published", "topic", p.topic, "status", "On")
+		case err != nil:
+			p.log.Warn("publish state failed", "topic", p.topic, "err", err)
+		default:
+			p.log.Debug("state published", "topic", p.topic, "value", p.payload)
+		}
+	}
+	return false
+}
+
 // await waits for a publish's PUBACK, bounded by ackTimeout and the device's life. A newer
-// request ends the wait early (newer is true): its publish supersedes this one, and waiting
-// out a connection that died with this message in flight would delay the announcement on the
-// next connection, since paho never completes such tokens.
+// request ends the wait early (newer is true): the message is already on its way, and waiting
+// out a connection that died with it in flight would delay the announcement on the next
+// connection, since paho never completes such tokens.
 func (d *Device) await(tok mqtt.Token) (newer bool, err error) {
 	t := time.NewTimer(ackTimeout)
 	defer t.Stop()
@@ -553,7 +843,15 @@ func (d *Device) await(tok mqtt.Token) (newer bool, err error) {
 	}
 }
 
-// statePayload is "1" for any non-zero level, matching ParseCommand's view of TOGGLE.
+// level is 1 for any non-zero value, matching ParseCommand's view of TOGGLE.
+func level(v int) int {
+	if v != 0 {
+		return 1
+	}
+	return 0
+}
+
+// statePayload is "1" for any non-zero level, "0" otherwise.
 func statePayload(v int) string {
 	if v != 0 {
 		return "1"
@@ -572,16 +870,24 @@ func waitToken(ctx context.Context, tok mqtt.Token) error {
 }
 
 // Close shuts the device down. In order:
-//  1. the line is driven to 0, the defined safe state, and no command is applied afterwards;
-//  2. if connected, the state "0" and {"status": "Off"} are published retained, waiting for
-//     the broker's acks at most until ctx is done;
-//  3. the connection is closed. When the Off publish was not confirmed, the connection is
+//  1. every output is driven to 0, its defined safe state, and no command is applied
+//     afterwards (a caller wanting another safe state sets the line itself after Close); the
+//     StateStore is not told, so the levels remembered are the last commanded ones;
+//  2. input events stop being read (the input lines are not closed: the caller owns them);
+//  3. if connected, every output's state and {"status": "Off"} are published retained,
+//     waiting for the broker's acks at most until ctx is done;
+//  4. the connection is closed. When the Off publish was not confirmed, the connection is
 //     dropped without DISCONNECT, so the broker publishes the Last Will (the same Off) instead
 //     of discarding it — either way the retained status ends up Off.
 //
 // Close is idempotent (later calls return nil) and safe without Start or a connection: then it
-// only drives the line. The returned error joins the line and publish failures.
+// only drives the outputs. The returned error joins the line and publish failures.
 func (d *Device) Close(ctx context.Context) error {
+	type final struct {
+		o       *output
+		level   int
+		readErr error
+	}
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
@@ -590,19 +896,23 @@ func (d *Device) Close(ctx context.Context) error {
 	d.closed = true
 	c := d.client
 	var lineErr error
-	if err := d.line.SetValue(0); err != nil {
-		lineErr = fmt.Errorf("device: drive line to 0: %w", err)
+	finals := make([]final, len(d.outputs))
+	for i, o := range d.outputs {
+		if err := o.line.SetValue(0); err != nil {
+			err = fmt.Errorf("device: drive output %s to 0: %w", o.name, err)
+			lineErr = errors.Join(lineErr, err)
+			o.log.Error("could not drive the line to its safe state", "err", err)
+		} else {
+			o.log.Info("line driven to 0")
+		}
+		finals[i].o = o
+		finals[i].level, finals[i].readErr = o.line.Value()
 	}
-	level, readErr := d.line.Value()
 	d.mu.Unlock()
-	if lineErr != nil {
-		d.log.Error("could not drive the line to its safe state", "err", lineErr)
-	} else {
-		d.log.Info("line driven to 0")
-	}
 
-	// Stop retries, dials and background waits; the publisher exits.
+	// Stop retries, dials, input readers and background waits; the publisher exits.
 	d.cancel()
+	d.readers.Wait()
 	if c == nil {
 		return lineErr
 	}
@@ -628,14 +938,19 @@ func (d *Device) Close(ctx context.Context) error {
 		// has sent, or will send when its keepalive expires, the will.
 		d.log.Info("not connected at close; status Off is left to the broker's will")
 	default:
-		var stateTok mqtt.Token
-		if readErr == nil {
-			stateTok = c.Publish(d.stateTopic, 1, true, statePayload(level))
+		stateToks := make([]mqtt.Token, len(finals))
+		for i, f := range finals {
+			if f.readErr == nil {
+				stateToks[i] = c.Publish(f.o.stateTopic, 1, true, statePayload(f.level))
+			}
 		}
 		offTok := c.Publish(d.statusTopic, 1, true, statusOff)
-		if stateTok != nil {
-			if err := waitToken(ctx, stateTok); err != nil {
-				pubErr = fmt.Errorf("device: publish final state: %w", err)
+		for i, tok := range stateToks {
+			if tok == nil {
+				continue
+			}
+			if err := waitToken(ctx, tok); err != nil {
+				pubErr = errors.Join(pubErr, fmt.Errorf("device: publish final state of %s: %w", finals[i].o.name, err))
 			}
 		}
 		if err := waitToken(ctx, offTok); err != nil {

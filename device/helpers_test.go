@@ -95,6 +95,8 @@ func (l *fakeLine) Value() (int, error) {
 	return l.w.get().value, nil
 }
 
+func (l *fakeLine) String() string { return "fake line" }
+
 func (l *fakeLine) sets() []int {
 	return append([]int(nil), l.w.get().sets...)
 }
@@ -271,19 +273,28 @@ func (k *killableDialer) killAll() {
 	k.conns = nil
 }
 
-// newTestDevice builds a device with short intervals and registers Close as cleanup (a no-op
-// if the test closed it already).
+// newTestDevice builds a one-LED device (output "led" on raspberry/led, as the seed's) with
+// short intervals and registers Close as cleanup (a no-op if the test closed it already).
 func newTestDevice(t *testing.T, dial DialFunc, line Line, log *slog.Logger, label string) *Device {
 	t.Helper()
-	d, err := New(Options{
-		Dial:                 dial,
-		BrokerLabel:          label,
-		ClientID:             "pimqtt-test-" + strings.ReplaceAll(t.Name(), "/", "-"),
-		Line:                 line,
-		Logger:               log,
-		KeepAlive:            5 * time.Second,
-		MaxReconnectInterval: 500 * time.Millisecond,
+	return newTestDeviceOpts(t, Options{
+		Dial:        dial,
+		BrokerLabel: label,
+		Outputs:     []Output{{Name: "led", CommandTopic: "raspberry/led", Line: line}},
+		Logger:      log,
 	})
+}
+
+// newTestDeviceOpts is newTestDevice for any outputs and inputs: it fills in the client id and
+// the short intervals.
+func newTestDeviceOpts(t *testing.T, o Options) *Device {
+	t.Helper()
+	if o.ClientID == "" {
+		o.ClientID = "pimqtt-test-" + strings.ReplaceAll(t.Name(), "/", "-")
+	}
+	o.KeepAlive = 5 * time.Second
+	o.MaxReconnectInterval = 500 * time.Millisecond
+	d, err := New(o)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -293,6 +304,55 @@ func newTestDevice(t *testing.T, dial DialFunc, line Line, log *slog.Logger, lab
 		_ = d.Close(ctx)
 	})
 	return d
+}
+
+// fakeInput is an InputLine fed by the test: send sets the level and delivers the event, as a
+// GPIO edge would. Its events channel is unbuffered, so send returns once the device's reader
+// has taken the event.
+type fakeInput struct {
+	mu     sync.Mutex
+	value  int
+	events chan int
+}
+
+func newFakeInput(initial int) *fakeInput {
+	return &fakeInput{value: initial, events: make(chan int)}
+}
+
+func (f *fakeInput) Value() (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.value, nil
+}
+
+func (f *fakeInput) Events() <-chan int { return f.events }
+
+func (f *fakeInput) String() string { return "fake input" }
+
+func (f *fakeInput) send(t *testing.T, v int) {
+	t.Helper()
+	f.mu.Lock()
+	f.value = v
+	f.mu.Unlock()
+	select {
+	case f.events <- v:
+	case <-time.After(waitTimeout):
+		t.Fatalf("the device did not take input event %d within %v", v, waitTimeout)
+	}
+}
+
+// recStore is a StateStore that records every Set.
+type recStore struct {
+	w watched[[]storeSet]
+}
+
+type storeSet struct {
+	Name  string
+	Value int
+}
+
+func (s *recStore) Set(name string, value int) {
+	s.w.update(func(v *[]storeSet) { *v = append(*v, storeSet{name, value}) })
 }
 
 func closeDevice(t *testing.T, d *Device) {

@@ -24,14 +24,14 @@ func startMosquitto(t *testing.T, cfg mqtttest.MosquittoConfig) *mqtttest.Mosqui
 	return mqtttest.StartMosquitto(t, cfg)
 }
 
-// mosquittoPub publishes one message with mosquitto_pub.
-func mosquittoPub(t *testing.T, port int, topic, payload string) {
+// mosquittoPub publishes one message with mosquitto_pub; extra are more arguments, e.g. "-r".
+func mosquittoPub(t *testing.T, port int, topic, payload string, extra ...string) {
 	t.Helper()
 	bin := mqtttest.RequireTool(t, "mosquitto_pub", "mosquitto-clients")
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "-h", "127.0.0.1", "-p", strconv.Itoa(port),
-		"-q", "1", "-t", topic, "-m", payload).CombinedOutput()
+	args := append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-q", "1", "-t", topic, "-m", payload}, extra...)
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("mosquitto_pub %s %q: %v\n%s", topic, payload, err, out)
 	}
@@ -53,11 +53,14 @@ func mosquittoSubOne(t *testing.T, port int, topic string) string {
 }
 
 // mosquittoSubStream runs mosquitto_sub on topic for the rest of the test and records each
-// payload line as it arrives (mosquitto_sub flushes stdout per message).
-func mosquittoSubStream(t *testing.T, port int, topic string) *watched[[]string] {
+// payload line as it arrives (mosquitto_sub flushes stdout per message). extra are more
+// mosquitto_sub arguments, e.g. "-v" for "topic payload" lines. It returns at once, possibly
+// before mosquitto_sub has subscribed: wait for a retained message to know it has.
+func mosquittoSubStream(t *testing.T, port int, topic string, extra ...string) *watched[[]string] {
 	t.Helper()
 	bin := mqtttest.RequireTool(t, "mosquitto_sub", "mosquitto-clients")
-	cmd := exec.Command(bin, "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-q", "1", "-t", topic)
+	args := append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-q", "1", "-t", topic}, extra...)
+	cmd := exec.Command(bin, args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -27,11 +27,45 @@
 // silent simulation. Hold the Output for the life of the process: after
 // Close the kernel may return the line to its default state.
 //
+// # Inputs
+//
+// [OpenInput] requests a line as an input with edge detection and returns
+// an [Input], whose Events channel gets the new value after each edge; the
+// kernel reports the edges, nothing polls:
+//
+//	in, err := gpio.OpenInput("GPIO17", gpio.WithPull(gpio.PullUp),
+//		gpio.WithDebounce(10*time.Millisecond), gpio.WithActiveLow())
+//	if err != nil {
+//		return err
+//	}
+//	defer in.Close()
+//	for v := range in.Events() { // closed by Close
+//		...
+//	}
+//
+// Events never blocks the kernel's event goroutine: a consumer that falls
+// behind loses events (counted, and logged at most every 10 s). "auto" is
+// an error for an input; "sim" and "sim:NAME" give a [SimInput], driven
+// by [SimInput.Drive].
+//
+// # Active-low lines
+//
+// With [WithActiveLow] values are logical on both sides: 1 means active,
+// the pin low. The kernel inverts them, edges included (with gpio-sim on
+// Linux 6.1, checked in the VM: a pin going low is a rising edge).
+//
+// # Command-line flags
+//
+// [ParseOutputFlag] and [ParseInputFlag] parse pimqtt's line flags
+// ("led=GPIO21,active-low,initial=restore", "button=pin11,pull-up,
+// debounce=10ms,active-low") into a [LineFlag], whose Options open the line
+// as the flag asks.
+//
 // # Platforms
 //
 // The kernel lines need Linux (go-gpiocdev's uAPI is Linux-only). The
 // package builds everywhere; elsewhere "sim" and "auto" give a Sim and any
-// other spec is an error, as is [ListLines].
+// other spec is an error, as is [ListLines]; inputs have no "auto".
 //
 // # Tests
 //

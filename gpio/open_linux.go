@@ -187,34 +187,187 @@ func permissionHint(path, group string, groupRW bool) string {
 
 // requestOutput requests offset of chip as an output.
 func requestOutput(chip string, offset int, sp Spec, cfg config) (Output, error) {
-	c, err := openChip(chip, cfg.logger)
+	c, name, err := prepareLine(chip, offset, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("gpio: %w", err)
+		return nil, err
 	}
 	defer c.Close()
+	l, err := requestLine(c, offset, name, "output", cfg, gpiocdev.AsOutput(cfg.initial))
+	if err != nil {
+		return nil, err
+	}
+	cfg.logger.Info("gpio line requested", "line", name, "spec", sp.String(), "consumer", cfg.consumer, "value", cfg.initial,
+		"active_low", cfg.activeLow)
+	return &lineOutput{name: name, line: l, logger: cfg.logger}, nil
+}
+
+// prepareLine opens chip and checks offset. It returns the open chip, for
+// the caller to close, and the line's human name: "gpiochip0:21 (GPIO21)".
+func prepareLine(chip string, offset int, cfg config) (*gpiocdev.Chip, string, error) {
+	c, err := openChip(chip, cfg.logger)
+	if err != nil {
+		return nil, "", fmt.Errorf("gpio: %w", err)
+	}
 	if offset < 0 || offset >= c.Lines() {
-		return nil, fmt.Errorf("gpio: %s:%d: %w: %s has lines 0..%d; run \"pimqtt gpio\" to list them",
+		c.Close()
+		return nil, "", fmt.Errorf("gpio: %s:%d: %w: %s has lines 0..%d; run \"pimqtt gpio\" to list them",
 			c.Name, offset, gpiocdev.ErrInvalidOffset, chipTitle(c), c.Lines()-1)
 	}
 	name := c.Name + ":" + strconv.Itoa(offset)
 	if info, err := c.LineInfo(offset); err == nil && info.Name != "" {
 		name += " (" + info.Name + ")"
 	}
-	l, err := c.RequestLine(offset, gpiocdev.AsOutput(cfg.initial), gpiocdev.WithConsumer(cfg.consumer))
-	if err != nil {
-		if errors.Is(err, syscall.EBUSY) {
-			holder := "unknown"
-			if info, ierr := c.LineInfo(offset); ierr == nil && info.Consumer != "" {
-				holder = strconv.Quote(info.Consumer)
-			}
-			return nil, fmt.Errorf("gpio: request %s: %w: held by another process or a kernel driver (consumer %s); stop it or choose another line",
-				name, err, holder)
-		}
-		return nil, fmt.Errorf("gpio: request %s as output: %w", name, err)
-	}
-	cfg.logger.Info("gpio line requested", "line", name, "spec", sp.String(), "consumer", cfg.consumer, "value", cfg.initial)
-	return &lineOutput{name: name, line: l, logger: cfg.logger}, nil
+	return c, name, nil
 }
+
+// requestLine requests offset of c (called name) with opts and the
+// options every line gets from cfg (consumer, active-low). dir ("input"
+// or "output") is for the error.
+func requestLine(c *gpiocdev.Chip, offset int, name, dir string, cfg config, opts ...gpiocdev.LineReqOption) (*gpiocdev.Line, error) {
+	opts = append(opts, gpiocdev.WithConsumer(cfg.consumer))
+	if cfg.activeLow {
+		opts = append(opts, gpiocdev.AsActiveLow)
+	}
+	if cfg.abi != 0 {
+		opts = append(opts, gpiocdev.WithABIVersion(cfg.abi))
+	}
+	l, err := c.RequestLine(offset, opts...)
+	if err == nil {
+		return l, nil
+	}
+	var uerr gpiocdev.ErrUapiIncompatibility
+	switch {
+	case errors.Is(err, syscall.EBUSY):
+		holder := "unknown"
+		if info, ierr := c.LineInfo(offset); ierr == nil && info.Consumer != "" {
+			holder = strconv.Quote(info.Consumer)
+		}
+		return nil, fmt.Errorf("gpio: request %s: %w: held by another process or a kernel driver (consumer %s); stop it or choose another line",
+			name, err, holder)
+	case errors.As(err, &uerr) && uerr.Feature == "debounce":
+		return nil, fmt.Errorf("gpio: request %s as %s with debounce %s: %w: kernel debounce needs Linux 5.10 or later; upgrade the kernel, or drop the debounce",
+			name, dir, cfg.debounce, err)
+	case errors.Is(err, syscall.EINVAL) && cfg.pull != PullNone:
+		return nil, fmt.Errorf("gpio: request %s as %s with %s: %w: the kernel or the chip's driver refused the bias (pull-up/pull-down need Linux 5.5 or later); drop the pull option and use an external resistor",
+			name, dir, cfg.pull, err)
+	}
+	return nil, fmt.Errorf("gpio: request %s as %s: %w", name, dir, err)
+}
+
+// openInputSpec opens a kernel line for OpenInput; sp is neither auto nor
+// sim.
+func openInputSpec(sp Spec, cfg config) (Input, error) {
+	var chip string
+	var offset int
+	switch sp.Kind {
+	case KindName:
+		var err error
+		if chip, offset, err = findLine(sp.Name, cfg.logger); err != nil {
+			return nil, err
+		}
+	case KindChipOffset:
+		chip, offset = sp.Chip, sp.Offset
+	default:
+		return nil, fmt.Errorf("gpio: spec %s: cannot be opened as a kernel input line", sp)
+	}
+	c, name, err := prepareLine(chip, offset, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	// The input exists before the request: the kernel may deliver an event
+	// before RequestLine returns.
+	in := &lineInput{name: name, logger: cfg.logger, events: newEventQueue(name, cfg.logger)}
+	opts := []gpiocdev.LineReqOption{gpiocdev.AsInput, gpiocdev.WithBothEdges, gpiocdev.WithEventHandler(in.handle)}
+	switch cfg.pull {
+	case PullUp:
+		opts = append(opts, gpiocdev.WithPullUp)
+	case PullDown:
+		opts = append(opts, gpiocdev.WithPullDown)
+	}
+	if cfg.debounce > 0 {
+		opts = append(opts, gpiocdev.WithDebounce(cfg.debounce))
+	}
+	l, err := requestLine(c, offset, name, "input", cfg, opts...)
+	if err != nil {
+		return nil, err
+	}
+	in.line = l
+	cfg.logger.Info("gpio line requested", "line", name, "spec", sp.String(), "consumer", cfg.consumer, "direction", "input",
+		"pull", cfg.pull.String(), "debounce", cfg.debounce.String(), "active_low", cfg.activeLow)
+	return in, nil
+}
+
+// lineInput is an Input backed by a kernel GPIO line with edge detection.
+type lineInput struct {
+	name   string // "gpiochip0:17 (GPIO17)"
+	line   *gpiocdev.Line
+	logger *slog.Logger
+	events *eventQueue
+	closed atomic.Bool
+
+	// lastSeq is the kernel's sequence number of the line's last event;
+	// only handle uses it, and go-gpiocdev calls handle serially.
+	lastSeq uint32
+}
+
+// handle runs in go-gpiocdev's event goroutine, once per edge: it must
+// never block, and never call Close (which waits for it).
+func (in *lineInput) handle(e gpiocdev.LineEvent) {
+	// uAPI v2 numbers each line's events from 1; a gap means the kernel's
+	// event buffer overflowed. (v1 has no numbers: LineSeqno stays 0.)
+	if in.lastSeq != 0 && e.LineSeqno > in.lastSeq+1 {
+		in.events.lost(uint64(e.LineSeqno - in.lastSeq - 1))
+	}
+	in.lastSeq = e.LineSeqno
+	// The kernel reports edges of the logical level (with AsActiveLow a
+	// falling pin is a rising edge), so the edge is the new value.
+	v := 0
+	if e.Type == gpiocdev.LineEventRisingEdge {
+		v = 1
+	}
+	if in.logger.Enabled(context.Background(), slog.LevelDebug) {
+		in.logger.Debug("input changed", "line", in.name, "value", v)
+	}
+	in.events.push(v)
+}
+
+func (in *lineInput) Value() (int, error) {
+	if in.closed.Load() {
+		return 0, fmt.Errorf("gpio: read %s: %w", in.name, ErrClosed)
+	}
+	v, err := in.line.Value()
+	if err != nil {
+		if errors.Is(err, gpiocdev.ErrClosed) {
+			err = ErrClosed
+		}
+		return 0, fmt.Errorf("gpio: read %s: %w", in.name, err)
+	}
+	return v, nil
+}
+
+func (in *lineInput) Events() <-chan int { return in.events.ch }
+
+// Dropped returns how many events were dropped because the Events buffer
+// was full, or lost because the kernel's event buffer overflowed.
+func (in *lineInput) Dropped() uint64 { return in.events.dropped.Load() }
+
+func (in *lineInput) Close() error {
+	if in.closed.Swap(true) {
+		return nil
+	}
+	// Line.Close waits for a running handle to return, so no event is
+	// pushed after the channel is closed.
+	err := in.line.Close()
+	in.events.close()
+	if err != nil && !errors.Is(err, gpiocdev.ErrClosed) {
+		return fmt.Errorf("gpio: release %s: %w", in.name, err)
+	}
+	in.logger.Info("gpio line released", "line", in.name)
+	return nil
+}
+
+func (in *lineInput) String() string { return in.name }
 
 // lineOutput is an Output backed by a kernel GPIO line.
 type lineOutput struct {

@@ -24,6 +24,10 @@ func openSpec(sp Spec, cfg config) (Output, error) {
 	return nil, fmt.Errorf("gpio: line %s: %w (this is %s); use --gpio sim", sp, errNeedLinux, runtime.GOOS)
 }
 
+func openInputSpec(sp Spec, cfg config) (Input, error) {
+	return nil, fmt.Errorf("gpio: input line %s: %w (this is %s); use a simulated line (sim:NAME)", sp, errNeedLinux, runtime.GOOS)
+}
+
 // ListLines writes every GPIO chip and line, like gpioinfo. Off Linux there
 // are none: it returns an error.
 func ListLines(w io.Writer) error {

@@ -10,6 +10,26 @@ import (
 
 func benchKernelLine(b *testing.B) { b.Skip("kernel GPIO lines need Linux") }
 
+func benchKernelEdge(b *testing.B) { b.Skip("kernel GPIO lines need Linux") }
+
+func TestOpenInputNeedsLinux(t *testing.T) {
+	logger, _ := testLogger(t)
+	for _, spec := range []string{"GPIO17", "pin11", "gpiochip0:17"} {
+		_, err := OpenInput(spec, WithLogger(logger))
+		if err == nil || !errors.Is(err, errNeedLinux) || !strings.Contains(err.Error(), "use a simulated line (sim:NAME)") {
+			t.Errorf("OpenInput(%q) error %v, want one saying GPIO needs Linux", spec, err)
+		}
+	}
+	in, err := OpenInput("sim:B", WithLogger(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if _, ok := in.(*SimInput); !ok {
+		t.Errorf("sim:B gave %T, want *SimInput", in)
+	}
+}
+
 func TestOpenOutputNeedsLinux(t *testing.T) {
 	logger, logs := testLogger(t)
 	for _, spec := range []string{"GPIO21", "pin40", "gpiochip0:21"} {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 )
 
 // Output is one output line, driven by its logical level (0 or 1).
@@ -31,11 +32,17 @@ type Output interface {
 }
 
 // ErrClosed is wrapped by the errors of SetValue and Value on a closed
-// [Output].
+// [Output], of Value on a closed [Input] and of [SimInput.Drive] after
+// Close.
 var ErrClosed = errors.New("line closed")
 
-// Option configures [OpenOutput] and [NewSim]: one of [WithLogger],
-// [WithConsumer] or [WithInitialValue].
+// Option configures [OpenOutput], [OpenInput], [NewSim] and
+// [NewSimInput]. For every line: [WithLogger], [WithConsumer] and
+// [WithActiveLow]; for outputs only: [WithInitialValue]; for inputs only:
+// [WithPull] and [WithDebounce]. An option for the other direction with a
+// value other than its default is an error (OpenOutput(spec,
+// WithPull(PullUp)) fails), so a mistake is never silently ignored. Later
+// options override earlier ones; nil options are ignored.
 type Option interface {
 	applyOption(*config)
 }
@@ -75,11 +82,32 @@ func WithInitialValue(v int) InitialValueOption { return InitialValueOption(v) }
 
 func (o InitialValueOption) applyOption(c *config) { c.initial = int(o) }
 
+// ActiveLowOption is the [Option] made by [WithActiveLow].
+type ActiveLowOption struct{}
+
+// WithActiveLow makes the line active-low: values stay logical (1 means
+// active) and the kernel inverts them (go-gpiocdev's AsActiveLow), so an
+// output set to 1 drives its pin low and an input reads 1, and reports a
+// rising edge, when its pin goes low. Use it for an LED wired from 3.3 V
+// through the pin, or a button that connects the pin to ground. Simulated
+// lines keep logical values, so for them it changes nothing except the
+// initial value of a [SimInput] with a pull (see [NewSimInput]).
+func WithActiveLow() ActiveLowOption { return ActiveLowOption{} }
+
+func (ActiveLowOption) applyOption(c *config) { c.activeLow = true }
+
 // config is the result of applying Options.
 type config struct {
-	logger   *slog.Logger
-	consumer string
-	initial  int
+	logger    *slog.Logger
+	consumer  string
+	initial   int
+	activeLow bool
+	pull      Pull
+	debounce  time.Duration
+
+	// abi, if not 0, forces the GPIO uAPI version (1 or 2). Only tests set
+	// it, to see what a kernel older than 5.10 (uAPI v1 only) does.
+	abi int
 }
 
 // DefaultConsumer is the consumer name lines are requested with unless
@@ -103,11 +131,37 @@ func newConfig(opts []Option) config {
 	return c
 }
 
-// validate reports the first option value that cannot be used.
+// validate reports the first option value that cannot be used for an
+// output.
 func (c config) validate() error {
 	if c.initial != 0 && c.initial != 1 {
 		return fmt.Errorf("gpio: initial value %d: want 0 or 1", c.initial)
 	}
+	if c.pull != PullNone {
+		return fmt.Errorf("gpio: WithPull(%s) is for inputs: an output drives its line itself; use OpenInput, or drop the option", c.pull)
+	}
+	if c.debounce != 0 {
+		return fmt.Errorf("gpio: WithDebounce(%s) is for inputs: use OpenInput, or drop the option", c.debounce)
+	}
+	return c.validateCommon()
+}
+
+// validateInput reports the first option value that cannot be used for
+// an input.
+func (c config) validateInput() error {
+	if c.initial != 0 {
+		return fmt.Errorf("gpio: WithInitialValue(%d) is for outputs: an input's value comes from outside; use OpenOutput, or drop the option", c.initial)
+	}
+	if c.pull != PullNone && c.pull != PullUp && c.pull != PullDown {
+		return fmt.Errorf("gpio: pull %s: want PullNone, PullUp or PullDown", c.pull)
+	}
+	if err := checkDebounce(c.debounce); err != nil {
+		return fmt.Errorf("gpio: WithDebounce(%s): %w", c.debounce, err)
+	}
+	return c.validateCommon()
+}
+
+func (c config) validateCommon() error {
 	if c.consumer == "" || len(c.consumer) > maxConsumer {
 		return fmt.Errorf("gpio: consumer name %q: want 1..%d bytes", c.consumer, maxConsumer)
 	}
@@ -122,6 +176,8 @@ func valueError(name string, v int) error {
 // OpenOutput requests the line named by spec (see [ParseSpec]) as an
 // output, driven to the initial value (default 0), and returns it. The
 // caller must Close it.
+//
+// With [WithActiveLow] the values are logical: 1 drives the pin low.
 //
 // On Linux, names and board pins are looked up on every GPIO chip with
 // go-gpiocdev's FindLine, so the same spec works on a Pi 0-4 (gpiochip0)

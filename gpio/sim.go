@@ -23,9 +23,10 @@ type Sim struct {
 
 // NewSim returns a simulated line called name (String gives "sim:"+name),
 // driven to the initial value of [WithInitialValue] (default 0).
-// [WithLogger] sets its logger; [WithConsumer] is accepted and ignored.
-// NewSim cannot fail: an initial value other than 0 or 1 is logged at warn
-// and 0 is used instead.
+// [WithLogger] sets its logger; [WithConsumer] and [WithActiveLow] are
+// accepted and change nothing (values are logical), and the input options
+// ([WithPull], [WithDebounce]) are ignored. NewSim cannot fail: an initial
+// value other than 0 or 1 is logged at warn and 0 is used instead.
 func NewSim(name string, opts ...Option) *Sim {
 	cfg := newConfig(opts)
 	if cfg.initial != 0 && cfg.initial != 1 {

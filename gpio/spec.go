@@ -109,6 +109,15 @@ func (s Spec) String() string {
 // says what the pin is. A bare number is an error too, because it could mean
 // a BCM number or a board pin. Surrounding spaces are ignored.
 func ParseSpec(s string) (Spec, error) {
+	sp, err := parseSpec(s)
+	if err != nil {
+		return Spec{}, fmt.Errorf("gpio: %w", err)
+	}
+	return sp, nil
+}
+
+// parseSpec is ParseSpec with errors that lack the "gpio: " prefix.
+func parseSpec(s string) (Spec, error) {
 	raw := s
 	s = strings.TrimSpace(s)
 	lower := strings.ToLower(s)
@@ -148,7 +157,7 @@ func ParseSpec(s string) (Spec, error) {
 }
 
 func specError(raw, why string) error {
-	return fmt.Errorf("gpio: bad line spec %q: %s; %s", raw, why, acceptedForms)
+	return fmt.Errorf("bad line spec %q: %s; %s", raw, why, acceptedForms)
 }
 
 // pinDigits recognises j8pN and pinN (already lower-cased) and returns N.
