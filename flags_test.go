@@ -1,7 +1,9 @@
 package main
 
 import (
+	"io"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/pimqtt/pimqtt/broker"
@@ -42,6 +44,42 @@ func TestListenerConfigs(t *testing.T) {
 			}
 			if !tc.wantErr && !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseFlagsLines(t *testing.T) {
+	cases := []struct {
+		name          string
+		args          []string
+		wantShorthand bool
+		wantOutputs   int
+		wantInputs    int
+		wantErr       string
+	}{
+		{name: "default is the one-LED shorthand", args: nil, wantShorthand: true},
+		{name: "named lines replace the shorthand", args: []string{"--output", "relay=GPIO20,active-low", "--input", "door=GPIO5,pull-up"}, wantOutputs: 1, wantInputs: 1},
+		{name: "explicit --gpio keeps the shorthand beside named lines", args: []string{"--gpio", "sim", "--output", "relay=sim:R"}, wantShorthand: true, wantOutputs: 1},
+		{name: "bad output option", args: []string{"--output", "relay=GPIO20,blink"}, wantErr: "blink"},
+		{name: "bad input pull", args: []string{"--input", "door=GPIO5,pull-up,pull-down"}, wantErr: "door"},
+		{name: "input cannot be auto", args: []string{"--input", "door=auto"}, wantErr: "auto"},
+		{name: "bad limit", args: []string{"--max-topic-levels", "0"}, wantErr: "--max-topic-length"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, _, err := parseFlags(append(tc.args, "--log-level", "error"), io.Discard, io.Discard)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one mentioning %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.UseShorthand != tc.wantShorthand || len(cfg.Outputs) != tc.wantOutputs || len(cfg.Inputs) != tc.wantInputs {
+				t.Fatalf("shorthand %v outputs %d inputs %d", cfg.UseShorthand, len(cfg.Outputs), len(cfg.Inputs))
 			}
 		})
 	}
