@@ -105,6 +105,12 @@ func TestSlowlorisClosedAfterConnectTimeout(t *testing.T) {
 	for _, c := range conns {
 		waitClosed(t, c, 10*time.Second)
 	}
+	// The client saw EOF; the server side releases its count just after.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := waitBrokerConns(ctx, b, 0); err != nil {
+		t.Fatal(err)
+	}
 	if p := b.guard.pending.Load(); p != 0 {
 		t.Fatalf("%d connections still counted as pending", p)
 	}

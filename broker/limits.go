@@ -101,6 +101,9 @@ func (l Limits) capabilities() *mqtt.Capabilities {
 	caps.MaximumInflight = l.MaxInflight
 	caps.ReceiveMaximum = l.MaxInflight
 	caps.MaximumClientWritesPending = l.MaxQueued
+	// Mochi keeps the whole packet behind each topic alias (up to 65535 of
+	// them, unannounced): one client could pin hundreds of megabytes.
+	caps.TopicAliasMaximum = 0
 	return caps
 }
 
@@ -139,6 +142,15 @@ func (h *limitsHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.P
 		return pk, h.disconnect(cl, packets.ErrImplementationSpecificError, "too many user properties", n)
 	}
 	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		if pk.Connect.WillFlag {
+			if reason := h.badTopic(pk.Connect.WillTopic); reason != "" {
+				return pk, h.disconnect(cl, packets.ErrTopicNameInvalid, "will "+reason, len(pk.Connect.WillTopic))
+			}
+			if n := len(pk.Connect.WillProperties.User); n > h.limits.MaxUserProperties {
+				return pk, h.disconnect(cl, packets.ErrImplementationSpecificError, "too many will user properties", n)
+			}
+		}
 	case packets.Publish:
 		if reason := h.badTopic(pk.TopicName); reason != "" {
 			return pk, h.disconnect(cl, packets.ErrTopicNameInvalid, reason, len(pk.TopicName))
@@ -164,11 +176,12 @@ func (h *limitsHook) badTopic(topic string) string {
 }
 
 // disconnect tells an MQTT 5 client why (3.1.1 has no DISCONNECT from the
-// server) and returns the error that makes Mochi close the connection.
+// server) and returns the error that makes Mochi close the connection:
+// Mochi ignores every hook error from OnPacketRead except ErrRejectPacket.
 func (h *limitsHook) disconnect(cl *mqtt.Client, code packets.Code, reason string, size int) error {
 	h.log.Warn("client disconnected: limit exceeded", "client", cl.ID, "remote", cl.Net.Remote, "reason", reason, "size", size)
 	if cl.Properties.ProtocolVersion == 5 {
 		_ = h.server.DisconnectClient(cl, code)
 	}
-	return code
+	return fmt.Errorf("%s (%s): %w", reason, code.Reason, packets.ErrRejectPacket)
 }

@@ -184,6 +184,10 @@ func (l *connListener) Close(listeners.CloseFn) {
 // than Limits.MaxConnectSize.
 var errConnectTooLarge = errors.New("first packet larger than the CONNECT size limit")
 
+// errMalformedLength ends a connection whose first remaining length takes
+// more than the four bytes MQTT allows.
+var errMalformedLength = errors.New("first packet's remaining length is longer than 4 bytes")
+
 // guardedConn watches the first packet's fixed header as it streams past:
 // before the client is authenticated it may not claim more than maxFirst
 // bytes, because Mochi allocates the claimed length before reading it.
@@ -245,7 +249,9 @@ func (c *guardedConn) scan(b []byte) error {
 			c.multiplier *= 128
 			if digit&0x80 != 0 {
 				if c.headerBytes > 4 {
-					c.finish() // malformed length: Mochi refuses it
+					// Four length bytes and still more: malformed. Mochi
+					// accepts a fifth byte, so refuse it here.
+					return errMalformedLength
 				}
 				continue
 			}
