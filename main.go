@@ -38,7 +38,7 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 			return runPasswd(args[1:], stdin, stdout, stderr)
 		case "gpio":
 			if err := gpio.ListLines(stdout); err != nil {
-				fmt.Fprintln(stderr, "pimqtt gpio:", err)
+				fmt.Fprintln(stderr, "pimqtt:", err)
 				return 1
 			}
 			return 0
