@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -304,4 +305,29 @@ func churn(ctx context.Context, addr, id string, polite bool) bool {
 		_, _ = c.Write([]byte{0xE0, 0x00})
 	}
 	return true
+}
+
+func TestMaximumPacketSizeAnnounced(t *testing.T) {
+	limits := DefaultLimits()
+	limits.MaxPacketSize = 0x00012345
+	_, addr := startBroker(t, limits)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// MQTT 5 CONNECT, clean start, no properties, empty client id.
+	if _, err := c.Write([]byte{0x10, 0x0D, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x05, 0x02, 0x00, 0x3C, 0x00, 0x00, 0x00}); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	ack := make([]byte, 256)
+	n, err := c.Read(ack)
+	if err != nil || n < 4 || ack[0] != 0x20 || ack[3] != 0 {
+		t.Fatalf("CONNACK % x, %v", ack[:n], err)
+	}
+	// Property 0x27 (Maximum Packet Size) with the configured value.
+	if !bytes.Contains(ack[:n], []byte{0x27, 0x00, 0x01, 0x23, 0x45}) {
+		t.Fatalf("CONNACK % x does not announce the maximum packet size", ack[:n])
+	}
 }

@@ -118,7 +118,17 @@ type limitsHook struct {
 func (h *limitsHook) ID() string { return "pimqtt-limits" }
 
 func (h *limitsHook) Provides(b byte) bool {
-	return b == mqtt.OnConnect || b == mqtt.OnPacketRead
+	return b == mqtt.OnConnect || b == mqtt.OnPacketRead || b == mqtt.OnPacketEncode
+}
+
+// OnPacketEncode tells MQTT 5 clients the maximum packet size in CONNACK,
+// which Mochi enforces but does not announce, so well-behaved clients
+// never send a packet that gets them disconnected.
+func (h *limitsHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && pk.ReasonCode == packets.CodeSuccess.Code && cl.Properties.ProtocolVersion == 5 {
+		pk.Properties.MaximumPacketSize = h.limits.MaxPacketSize
+	}
+	return pk
 }
 
 // OnConnect bounds the keepalive: a client asking for none would keep a
