@@ -134,7 +134,12 @@ func splitLine(line string) (user, hash string, kind lineKind) {
 	if !found {
 		return "", "", lineNoColon
 	}
-	// mosquitto splits with strtok(":"), so a hash ends at the next ':'.
+	// mosquitto splits with strtok(":"), which skips empty fields: the hash
+	// is the first non-empty field after the user ("user::hash" logs in) and
+	// ends at the next ':'. A second deliberate difference: strtok would
+	// also skip a leading ':' and read ":hash" as user "hash"; we report an
+	// empty user name, which keeps the hash out of the log.
+	rest = strings.TrimLeft(rest, ":")
 	hash, _, _ = strings.Cut(rest, ":")
 	return strings.Trim(user, blanks), strings.Trim(hash, blanks), lineEntry
 }

@@ -209,6 +209,11 @@ func TestParse(t *testing.T) {
 			[]login{{"pi", "raspberry", true}, {" pi ", "raspberry", false}}},
 		// mosquitto splits with strtok(":"), so anything after a second ':' is ignored.
 		{"text after a second colon", piLine + ":extra\n", 1, 0, []login{{"pi", "raspberry", true}}},
+		// strtok also skips empty fields: mosquitto 2.0.11 logs "pi" in with "pi::HASH" (checked
+		// against the real broker).
+		{"empty field before the hash", strings.Replace(piLine, ":", "::", 1) + "\n", 1, 0,
+			[]login{{"pi", "raspberry", true}}},
+		{"blank field before the hash", strings.Replace(piLine, ":", ": :", 1) + "\n", 0, 1, nil},
 		{"duplicate: last wins", dupFirst + "\n" + dupSecond + "\n", 1, 1,
 			[]login{{"dup", "second", true}, {"dup", "first", false}}},
 		// The broker drops the malformed line and then finds the earlier one.

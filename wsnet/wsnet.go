@@ -30,8 +30,9 @@ var ErrTextFrame = errors.New("wsnet: text frame received; MQTT over WebSocket n
 type Conn struct {
 	ws *websocket.Conn
 
-	readMu sync.Mutex
-	reader io.Reader // the message being read, nil between messages
+	readMu  sync.Mutex
+	reader  io.Reader // the message being read, nil between messages
+	readErr error     // the error that ended reading; every later Read returns it
 
 	writeMu sync.Mutex
 	// writeDeadline is applied under writeMu before each write: gorilla's
@@ -46,15 +47,24 @@ func New(ws *websocket.Conn) *Conn {
 }
 
 // Read reads from the current binary message, moving on to the next one
-// when it is exhausted.
+// when it is exhausted. A read error other than ErrTextFrame is final, a
+// timeout included (gorilla cannot resume after one): every later Read
+// returns it again, whatever the deadline.
 func (c *Conn) Read(p []byte) (int, error) {
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
+	if c.readErr != nil {
+		return 0, c.readErr
+	}
 	for {
 		if c.reader == nil {
 			kind, r, err := c.ws.NextReader()
 			if err != nil {
-				return 0, translateCloseError(err)
+				// gorilla's read errors are permanent, and it panics
+				// on the 1000th NextReader call after one: answer
+				// later Reads ourselves.
+				c.readErr = translateCloseError(err)
+				return 0, c.readErr
 			}
 			if kind != websocket.BinaryMessage {
 				return 0, ErrTextFrame
@@ -116,7 +126,8 @@ func (c *Conn) SetDeadline(t time.Time) error {
 	return c.ws.SetReadDeadline(t)
 }
 
-// SetReadDeadline sets the read deadline.
+// SetReadDeadline sets the read deadline. Unlike a TCP connection's, a
+// read that times out ends the connection's reading for good.
 func (c *Conn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
 
 // SetWriteDeadline sets the deadline for the next writes.

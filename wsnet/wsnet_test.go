@@ -3,6 +3,7 @@ package wsnet
 import (
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -93,5 +94,46 @@ func TestNormalCloseIsEOF(t *testing.T) {
 	}
 	if _, err := c.Read(make([]byte, 8)); !errors.Is(err, io.EOF) {
 		t.Fatalf("err = %v, want io.EOF", err)
+	}
+}
+
+// TestReadErrorIsSticky reads many times from a failed connection, as a
+// net.Conn user may (after a timeout, say): gorilla panics on the 1000th
+// NextReader call after a failure, which would take the whole process down.
+func TestReadErrorIsSticky(t *testing.T) {
+	tests := []struct {
+		name    string
+		provoke func(t *testing.T, c *Conn, client *websocket.Conn)
+		want    func(error) bool
+	}{
+		{"read deadline passed", func(t *testing.T, c *Conn, _ *websocket.Conn) {
+			if err := c.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
+				t.Fatal(err)
+			}
+		}, func(err error) bool {
+			var ne net.Error
+			return errors.As(err, &ne) && ne.Timeout()
+		}},
+		{"peer closed normally", func(t *testing.T, _ *Conn, client *websocket.Conn) {
+			msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+			if err := client.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
+				t.Fatal(err)
+			}
+		}, func(err error) bool { return errors.Is(err, io.EOF) }},
+		{"peer vanished", func(t *testing.T, _ *Conn, client *websocket.Conn) {
+			client.NetConn().Close()
+		}, func(err error) bool { return err != nil && !errors.Is(err, io.EOF) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, client := pair(t)
+			tt.provoke(t, c, client)
+			for i := range 1500 {
+				_, err := c.Read(make([]byte, 8))
+				if !tt.want(err) {
+					t.Fatalf("read %d: err = %v", i, err)
+				}
+			}
+		})
 	}
 }
