@@ -59,6 +59,9 @@ func TestNewValidation(t *testing.T) {
 		{"NUL in topic", func(o *Options) { o.Outputs[0].CommandTopic = "a\x00b" }, "NUL"},
 		{"invalid UTF-8 topic", func(o *Options) { o.Outputs[0].CommandTopic = "a\xffb" }, "UTF-8"},
 		{"keepalive below 1s", func(o *Options) { o.KeepAlive = 500 * time.Millisecond }, "KeepAlive"},
+		// MQTT carries the keepalive in 16 bits and paho truncates: 65536 s would go out as 0,
+		// which disables keepalive.
+		{"keepalive beyond 65535s", func(o *Options) { o.KeepAlive = 65536 * time.Second }, "KeepAlive"},
 		{"negative backoff", func(o *Options) { o.MaxReconnectInterval = -time.Second }, "MaxReconnectInterval"},
 	}
 	for _, tc := range bad {

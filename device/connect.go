@@ -1,0 +1,176 @@
+package device
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// connectLoop connects, waits for the connection to be lost and reconnects, until Close.
+//
+// paho's own reconnection (AutoReconnect, ConnectRetry) is off because it leaks: it keeps the
+// message id of every QoS 1 publish still in flight when a connection dies, for a resend that
+// never comes with a clean session and discardStore, so each outage took a few more ids until
+// all 65535 were gone and every publish and subscribe failed. A lost connection without
+// AutoReconnect makes paho complete those tokens and free their ids.
+//
+// Before the first connection, attempts are min(MaxReconnectInterval, firstRetryInterval)
+// apart. After a loss, the first attempt waits reconnectGrace and later ones back off
+// exponentially from it, up to MaxReconnectInterval.
+func (d *Device) connectLoop(c mqtt.Client) {
+	defer d.workers.Done()
+	var (
+		wait        time.Duration // before the next attempt
+		failures    int           // failed attempts since the last connection
+		reconnected bool          // a connection has been up, so back off after failures
+	)
+	for {
+		if !d.sleep(wait) {
+			return
+		}
+		err := d.connect(c)
+		if d.ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			failures = 0
+			select {
+			case <-d.ctx.Done():
+				return
+			case <-d.lost:
+			}
+			reconnected = true
+			wait = min(reconnectGrace, d.maxBackoff)
+			d.log.Info("reconnecting to broker", "after", wait)
+			continue
+		}
+		// Warn once per outage, not once per attempt: a broker that is down for an hour would
+		// otherwise fill the log.
+		if failures++; failures == 1 {
+			d.log.Warn("cannot connect to broker, retrying in the background",
+				"err", err, "max_interval", d.maxBackoff)
+		} else {
+			d.log.Debug("connection attempt failed", "err", err, "attempt", failures)
+		}
+		if reconnected {
+			wait = min(max(wait*2, time.Second), d.maxBackoff)
+		} else {
+			wait = min(d.maxBackoff, firstRetryInterval)
+		}
+	}
+}
+
+// connect makes one connection attempt. It calls Connect under mu, so that no attempt starts
+// after Close has set closed and disconnects the client.
+func (d *Device) connect(c mqtt.Client) error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return ErrClosed
+	}
+	tok := c.Connect()
+	d.mu.Unlock()
+	return waitToken(d.ctx, tok)
+}
+
+// sleep waits for wait, or returns false as soon as the device closes.
+func (d *Device) sleep(wait time.Duration) bool {
+	if wait <= 0 {
+		return d.ctx.Err() == nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-d.ctx.Done():
+		return false
+	}
+}
+
+// onConnectionLost is paho's connection-lost handler; paho runs it in its own goroutine once
+// the connection's clean-up (including freeing in-flight message ids) is done.
+func (d *Device) onConnectionLost(_ mqtt.Client, err error) {
+	if d.ctx.Err() != nil {
+		d.log.Debug("connection closed", "err", err)
+		return
+	}
+	d.log.Warn("connection to broker lost", "err", err)
+	select {
+	case d.lost <- struct{}{}:
+	default:
+	}
+}
+
+// openConn is paho's custom open-connection function: the URL paho holds is a placeholder,
+// the real transport is d.dial.
+func (d *Device) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
+	// An attempt may still be under way when Close begins; a closing device dials nothing.
+	if err := d.ctx.Err(); err != nil {
+		return nil, fmt.Errorf("dial %s: device closing: %w", d.label, err)
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, connectTimeout)
+	defer cancel()
+	conn, err := d.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", d.label, err)
+	}
+	d.connMu.Lock()
+	defer d.connMu.Unlock()
+	// Checked under connMu so that Close, which cancels ctx before dropping d.conn, either
+	// sees this connection or this function sees the cancellation.
+	if err := d.ctx.Err(); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("dial %s: device closing: %w", d.label, err)
+	}
+	d.conn = conn
+	return conn, nil
+}
+
+// onConnect runs in its own goroutine on every (re)connection, so waiting for acks is safe
+// here. The session is clean, so the subscriptions must be renewed every time, all in one
+// SUBSCRIBE; the status On and then every state follow from the publisher goroutine.
+func (d *Device) onConnect(c mqtt.Client) {
+	d.log.Info("connected to broker", "client_id", d.clientID)
+	ctx, cancel := context.WithTimeout(d.ctx, ackTimeout)
+	defer cancel()
+
+	// The device also listens to its own status topic to repair a late will; see onStatus.
+	filters := map[string]byte{d.statusTopic: 1}
+	for _, o := range d.outputs {
+		filters[o.commandTopic] = 1
+	}
+	tok := c.SubscribeMultiple(filters, d.onMessage)
+	err := waitToken(ctx, tok)
+	var granted map[string]byte
+	if st, ok := tok.(*mqtt.SubscribeToken); ok && err == nil {
+		granted = st.Result()
+	}
+	refused := func(topic string) error {
+		switch {
+		case err != nil:
+			return err
+		case granted[topic] == 0x80:
+			return errors.New("refused by the broker (check its ACL)")
+		}
+		return nil
+	}
+	for _, o := range d.outputs {
+		if err := refused(o.commandTopic); err != nil {
+			o.log.Error("subscribe failed; commands will not arrive until the next reconnection",
+				"topic", o.commandTopic, "err", err)
+		}
+	}
+	if err := refused(d.statusTopic); err != nil {
+		d.log.Warn("subscribe to own status failed; a late will could leave the status Off",
+			"topic", d.statusTopic, "err", err)
+	}
+	d.refresh.Store(true)
+	d.announce.Store(true)
+	d.requestPublish()
+}
