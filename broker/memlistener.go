@@ -6,58 +6,73 @@ import (
 	"sync"
 )
 
+// connQueue is a net.Listener whose connections are handed to it in
+// process: in-memory pipes for the device, upgraded WebSocket connections.
+type connQueue struct {
+	addr      net.Addr
+	conns     chan net.Conn
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+func newConnQueue(addr net.Addr) *connQueue {
+	return &connQueue{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// Accept waits for the next handed-over connection.
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.conns:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting; connections already handed out stay open.
+func (q *connQueue) Close() error {
+	q.closeOnce.Do(func() { close(q.done) })
+	return nil
+}
+
+// Addr returns the listener's address.
+func (q *connQueue) Addr() net.Addr { return q.addr }
+
+// offer hands c to Accept, or closes it if the queue is closed or ctx
+// ends first.
+func (q *connQueue) offer(ctx context.Context, c net.Conn) error {
+	select {
+	case q.conns <- c:
+		return nil
+	case <-q.done:
+		_ = c.Close()
+		return net.ErrClosed
+	case <-ctx.Done():
+		_ = c.Close()
+		return ctx.Err()
+	}
+}
+
 // memAddr names the in-memory listener's end of each pipe.
 type memAddr struct{}
 
 func (memAddr) Network() string { return "inmem" }
 func (memAddr) String() string  { return "in-process" }
 
-// memListener is a net.Listener whose connections are in-memory pipes made
-// by dial. It lets the in-process device reach the broker without opening a
-// port, so all-in-one mode needs neither a free port nor a password on disk.
-type memListener struct {
-	conns     chan net.Conn
-	done      chan struct{}
-	closeOnce sync.Once
-}
+// memListener lets the in-process device reach the broker without opening
+// a port, so all-in-one mode needs neither a free port nor a password on
+// disk.
+type memListener struct{ *connQueue }
 
-func newMemListener() *memListener {
-	return &memListener{conns: make(chan net.Conn), done: make(chan struct{})}
-}
-
-// Accept waits for the next dialled pipe.
-func (l *memListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-// Close stops accepting; pipes already handed out stay open.
-func (l *memListener) Close() error {
-	l.closeOnce.Do(func() { close(l.done) })
-	return nil
-}
-
-// Addr returns the listener's symbolic address.
-func (l *memListener) Addr() net.Addr { return memAddr{} }
+func newMemListener() *memListener { return &memListener{newConnQueue(memAddr{})} }
 
 // dial returns the client end of a new pipe whose server end is accepted
 // by the broker.
 func (l *memListener) dial(ctx context.Context) (net.Conn, error) {
 	client, server := net.Pipe()
-	select {
-	case l.conns <- server:
-		return client, nil
-	case <-l.done:
+	if err := l.offer(ctx, server); err != nil {
 		_ = client.Close()
-		_ = server.Close()
-		return nil, net.ErrClosed
-	case <-ctx.Done():
-		_ = client.Close()
-		_ = server.Close()
-		return nil, ctx.Err()
+		return nil, err
 	}
+	return client, nil
 }

@@ -1,11 +1,11 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -18,19 +18,14 @@ import (
 // conflict is a startup error rather than a log line (Mochi's own WebSocket
 // listener binds inside its goroutine and only logs the failure).
 type wsListener struct {
-	tcp      net.Listener
+	*connQueue
 	server   *http.Server
-	conns    chan net.Conn
-	done     chan struct{}
-	once     sync.Once
 	upgrader websocket.Upgrader
 }
 
 func newWSListener(tcp net.Listener, log *slog.Logger) *wsListener {
 	l := &wsListener{
-		tcp:   tcp,
-		conns: make(chan net.Conn),
-		done:  make(chan struct{}),
+		connQueue: newConnQueue(tcp.Addr()),
 		upgrader: websocket.Upgrader{
 			Subprotocols:    []string{wsnet.Subprotocol},
 			ReadBufferSize:  4096,
@@ -60,33 +55,12 @@ func (l *wsListener) upgrade(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has already answered with an HTTP error
 	}
-	conn := wsnet.New(ws)
-	select {
-	case l.conns <- conn:
-	case <-l.done:
-		_ = conn.Close()
-	}
+	_ = l.offer(context.Background(), wsnet.New(ws))
 }
 
-// Accept waits for the next upgraded connection.
-func (l *wsListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-// Close stops the HTTP server; upgraded connections are closed by their owner.
+// Close stops accepting and stops the HTTP server; upgraded connections
+// are closed by their owner.
 func (l *wsListener) Close() error {
-	var err error
-	l.once.Do(func() {
-		close(l.done)
-		err = l.server.Close()
-	})
-	return err
+	_ = l.connQueue.Close()
+	return l.server.Close()
 }
-
-// Addr returns the bound TCP address.
-func (l *wsListener) Addr() net.Addr { return l.tcp.Addr() }
