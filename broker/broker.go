@@ -129,7 +129,7 @@ func New(opts Options) (*Broker, error) {
 		switch lc.Kind {
 		case TCP:
 		case WebSocket:
-			ln = newWSListener(tcp, opts.Logger)
+			ln = newWSListener(tcp, b.guard, opts.Logger)
 		default:
 			_ = tcp.Close()
 			release()

@@ -331,3 +331,62 @@ func TestMaximumPacketSizeAnnounced(t *testing.T) {
 		t.Fatalf("CONNACK % x does not announce the maximum packet size", ack[:n])
 	}
 }
+
+func TestWebSocketHandshakesCountAsPending(t *testing.T) {
+	limits := DefaultLimits()
+	limits.MaxPendingConnections = 10
+	limits.ConnectTimeout = time.Second
+	b, err := New(Options{
+		Listeners:      []ListenerConfig{{Kind: WebSocket, Addr: "127.0.0.1:0"}},
+		AllowAnonymous: true,
+		Limits:         limits,
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	addr := b.Addrs()[0].Addr.String()
+	var silent []net.Conn
+	defer func() {
+		for _, c := range silent {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 10; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		silent = append(silent, c)
+	}
+	// The server sees connections asynchronously: wait until all ten count.
+	deadline := time.Now().Add(10 * time.Second)
+	for b.guard.pending.Load() < 10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pending = %d, want 10", b.guard.pending.Load())
+		}
+		time.Sleep(time.Millisecond) // polling interval, not synchronisation
+	}
+	extra, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	waitClosed(t, extra, 900*time.Millisecond) // refused before the 1 s handshake deadline
+	// The silent ones are closed by the handshake deadline, and the count
+	// returns to zero.
+	for _, c := range silent {
+		waitClosed(t, c, 10*time.Second)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for b.guard.pending.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pending = %d after the handshakes timed out", b.guard.pending.Load())
+		}
+		time.Sleep(time.Millisecond) // polling interval, not synchronisation
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -178,6 +179,27 @@ func (l *connListener) Close(listeners.CloseFn) {
 	}
 	l.mu.Unlock()
 	l.wg.Wait()
+}
+
+// trackHandshake counts WebSocket connections that have not finished the
+// HTTP upgrade as pending, like TCP connections that have not sent CONNECT,
+// so a flood of silent connections to the WebSocket port is bounded too.
+// Once upgraded, the connection is counted again by its connListener.
+func (g *connGuard) trackHandshake(log *slog.Logger) func(net.Conn, http.ConnState) {
+	return func(c net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			if g.pending.Add(1) > g.limits.MaxPendingConnections {
+				if n := g.refused.add(); n > 0 {
+					log.Warn("connections refused: too many have not sent CONNECT yet",
+						"refused", n, "max_pending", g.limits.MaxPendingConnections, "remote", c.RemoteAddr().String())
+				}
+				_ = c.Close() // StateClosed follows and releases the count
+			}
+		case http.StateHijacked, http.StateClosed:
+			g.pending.Add(-1)
+		}
+	}
 }
 
 // errConnectTooLarge ends a connection whose first packet claims more

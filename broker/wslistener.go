@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -23,7 +22,7 @@ type wsListener struct {
 	upgrader websocket.Upgrader
 }
 
-func newWSListener(tcp net.Listener, log *slog.Logger) *wsListener {
+func newWSListener(tcp net.Listener, guard *connGuard, log *slog.Logger) *wsListener {
 	l := &wsListener{
 		connQueue: newConnQueue(tcp.Addr()),
 		upgrader: websocket.Upgrader{
@@ -36,9 +35,12 @@ func newWSListener(tcp net.Listener, log *slog.Logger) *wsListener {
 		},
 	}
 	l.server = &http.Server{
-		Handler:           http.HandlerFunc(l.upgrade),
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler: http.HandlerFunc(l.upgrade),
+		// The handshake counts towards the CONNECT deadline's purpose: a
+		// connection that says nothing is closed.
+		ReadHeaderTimeout: guard.limits.ConnectTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ConnState:         guard.trackHandshake(log),
 	}
 	go func() {
 		if err := l.server.Serve(tcp); err != nil && !errors.Is(err, http.ErrServerClosed) {
