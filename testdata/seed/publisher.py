@@ -1,6 +1,7 @@
 # The seed's phone-side publisher, as people run it today with paho 1.6:
 # connect with a user and password, publish 0 and 1 to the LED topic.
 # usage: publisher.py HOST PORT USER PASSWORD TOPIC VALUE [tcp|websockets]
+import os
 import sys
 import paho.mqtt.client as mqtt
 
@@ -24,7 +25,9 @@ def on_publish(client, userdata, mid):
     client.disconnect()
 
 
-client = mqtt.Client(client_id="seed-publisher", transport=transport)
+# A fresh id per run: reusing one right after the previous run disconnected
+# is a session takeover, a different test.
+client = mqtt.Client(client_id="seed-publisher-%d" % os.getpid(), transport=transport)
 if transport == "websockets":
     client.ws_set_options(path="/mqtt")
 client.username_pw_set(user, password)

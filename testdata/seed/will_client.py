@@ -2,6 +2,7 @@
 # raspberry/status. It prints "connected" once the broker accepted it and
 # then blocks until the test kills it with SIGKILL.
 # usage: will_client.py HOST PORT USER PASSWORD [tcp|websockets]
+import os
 import sys
 import threading
 import paho.mqtt.client as mqtt
@@ -19,7 +20,7 @@ def on_connect(client, userdata, flags, rc):
         sys.exit(10 + rc)
 
 
-client = mqtt.Client(client_id="seed-will", transport=transport)
+client = mqtt.Client(client_id="seed-will-%d" % os.getpid(), transport=transport)
 if transport == "websockets":
     client.ws_set_options(path="/mqtt")
 client.username_pw_set(user, password)
