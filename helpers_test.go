@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,7 +82,45 @@ func startMain(t testing.TB, cfg Config) (*Main, *mqtttest.SyncBuffer) {
 			t.Logf("program log:\n%s", logs)
 		}
 	})
+	if cfg.Mode == ModeAll {
+		waitDeviceReady(t, m)
+	}
 	return m, logs
+}
+
+// waitDeviceReady returns once the in-process device has subscribed: it
+// publishes its retained status On only after the broker acknowledged its
+// subscriptions, so a command published afterwards cannot be missed. It
+// listens through the broker's in-memory listener, which needs no password.
+func waitDeviceReady(t testing.TB, m *Main) {
+	t.Helper()
+	opts := paho.NewClientOptions().AddBroker("tcp://in-process:0").
+		SetClientID(fmt.Sprintf("test-ready-%d", time.Now().UnixNano())).SetAutoReconnect(false).
+		SetCustomOpenConnectionFn(func(*url.URL, paho.ClientOptions) (net.Conn, error) {
+			return m.broker.DialInMemory(context.Background())
+		})
+	c := paho.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(testTimeout) || tok.Error() != nil {
+		t.Fatalf("ready check: connect: %v", tok.Error())
+	}
+	defer c.Disconnect(50)
+	on := make(chan struct{}, 1)
+	tok := c.Subscribe(m.Config.StatusTopic, 1, func(_ paho.Client, msg paho.Message) {
+		if string(msg.Payload()) == `{"status": "On"}` {
+			select {
+			case on <- struct{}{}:
+			default:
+			}
+		}
+	})
+	if !tok.WaitTimeout(testTimeout) || tok.Error() != nil {
+		t.Fatalf("ready check: subscribe: %v", tok.Error())
+	}
+	select {
+	case <-on:
+	case <-time.After(testTimeout):
+		t.Fatalf("device did not report On within %v", testTimeout)
+	}
 }
 
 // addr returns the host and port of the first listener of a kind.
