@@ -212,7 +212,6 @@ func TestSimInputConcurrent(t *testing.T) {
 		}
 		read <- got
 	}()
-	time.Sleep(time.Millisecond)
 	wg.Wait()
 	s.Close()
 	got := <-read
