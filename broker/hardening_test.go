@@ -62,6 +62,26 @@ func roundTrip(t testing.TB, addr string) {
 	}
 }
 
+// dialSilent opens n connections that never send anything; they are
+// closed when the test ends.
+func dialSilent(t testing.TB, addr string, n int) []net.Conn {
+	t.Helper()
+	conns := make([]net.Conn, 0, n)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("silent connection %d: %v", i, err)
+		}
+		conns = append(conns, c)
+	}
+	return conns
+}
+
 // waitClosed reads from conn until the broker closes it, failing if that
 // takes longer than limit.
 func waitClosed(t testing.TB, conn net.Conn, limit time.Duration) {
@@ -87,20 +107,7 @@ func TestSlowlorisClosedAfterConnectTimeout(t *testing.T) {
 	b, addr := startBroker(t, limits)
 	before := runtime.NumGoroutine()
 
-	const attackers = 500
-	conns := make([]net.Conn, 0, attackers)
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	for i := 0; i < attackers; i++ {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatalf("attacker %d: %v", i, err)
-		}
-		conns = append(conns, c)
-	}
+	conns := dialSilent(t, addr, 500)
 	// A normal client gets through while all of them are open.
 	roundTrip(t, addr)
 	for _, c := range conns {
@@ -131,19 +138,7 @@ func TestPendingConnectionsCapped(t *testing.T) {
 	limits.MaxPendingConnections = 20
 	limits.ConnectTimeout = 2 * time.Second
 	_, addr := startBroker(t, limits)
-	var idle []net.Conn
-	defer func() {
-		for _, c := range idle {
-			c.Close()
-		}
-	}()
-	for i := 0; i < 20; i++ {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		idle = append(idle, c)
-	}
+	idle := dialSilent(t, addr, 20)
 	// Over the cap: closed at once, long before the CONNECT deadline.
 	extra, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -350,19 +345,7 @@ func TestWebSocketHandshakesCountAsPending(t *testing.T) {
 	}
 	defer b.Close()
 	addr := b.Addrs()[0].Addr.String()
-	var silent []net.Conn
-	defer func() {
-		for _, c := range silent {
-			c.Close()
-		}
-	}()
-	for i := 0; i < 10; i++ {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		silent = append(silent, c)
-	}
+	silent := dialSilent(t, addr, 10)
 	// The server sees connections asynchronously: wait until all ten count.
 	deadline := time.Now().Add(10 * time.Second)
 	for b.guard.pending.Load() < 10 {
