@@ -28,6 +28,7 @@ func (d *Device) connectLoop(c mqtt.Client) {
 		wait        time.Duration // before the next attempt
 		failures    int           // failed attempts since the last connection
 		reconnected bool          // a connection has been up, so back off after failures
+		lastKind    refusal       // of the last failed attempt
 	)
 	for {
 		if !d.sleep(wait) {
@@ -49,14 +50,16 @@ func (d *Device) connectLoop(c mqtt.Client) {
 			d.log.Info("reconnecting to broker", "after", wait)
 			continue
 		}
-		// Warn once per outage, not once per attempt: a broker that is down for an hour would
-		// otherwise fill the log.
-		if failures++; failures == 1 {
-			d.log.Warn("cannot connect to broker, retrying in the background",
-				"err", err, "max_interval", d.maxBackoff)
+		// Log once per outage, not once per attempt: a broker that is down for an hour would
+		// otherwise fill the log. A different kind of failure is news, though: a broker that
+		// comes up and then refuses the credentials must say so.
+		kind := classifyRefusal(err)
+		if failures++; failures == 1 || kind != lastKind {
+			d.logConnectFailure(kind, err)
 		} else {
 			d.log.Debug("connection attempt failed", "err", err, "attempt", failures)
 		}
+		lastKind = kind
 		if reconnected {
 			wait = min(max(wait*2, time.Second), d.maxBackoff)
 		} else {
@@ -75,7 +78,16 @@ func (d *Device) connect(c mqtt.Client) error {
 	}
 	tok := c.Connect()
 	d.mu.Unlock()
-	return waitToken(d.ctx, tok)
+	select {
+	case <-tok.Done():
+		// Only a done token may be looked into: paho sets its return code before Done.
+		if err := tok.Error(); err != nil {
+			return connectError(tok, err)
+		}
+		return nil
+	case <-d.ctx.Done():
+		return d.ctx.Err()
+	}
 }
 
 // sleep waits for wait, or returns false as soon as the device closes.
@@ -112,13 +124,15 @@ func (d *Device) onConnectionLost(_ mqtt.Client, err error) {
 func (d *Device) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 	// An attempt may still be under way when Close begins; a closing device dials nothing.
 	if err := d.ctx.Err(); err != nil {
-		return nil, fmt.Errorf("dial %s: device closing: %w", d.label, err)
+		return nil, fmt.Errorf("dial: device closing: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, connectTimeout)
 	defer cancel()
+	// Not wrapped with the broker's label: every device log line carries it already, and a
+	// dial error names its address itself.
 	conn, err := d.dial(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", d.label, err)
+		return nil, err
 	}
 	d.connMu.Lock()
 	defer d.connMu.Unlock()
@@ -126,7 +140,7 @@ func (d *Device) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 	// sees this connection or this function sees the cancellation.
 	if err := d.ctx.Err(); err != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("dial %s: device closing: %w", d.label, err)
+		return nil, fmt.Errorf("dial: device closing: %w", err)
 	}
 	d.conn = conn
 	return conn, nil
@@ -145,6 +159,9 @@ func (d *Device) onConnect(c mqtt.Client) {
 	for _, o := range d.outputs {
 		filters[o.commandTopic] = 1
 	}
+	for topic := range d.bySim {
+		filters[topic] = 1
+	}
 	tok := c.SubscribeMultiple(filters, d.onMessage)
 	err := waitToken(ctx, tok)
 	var granted map[string]byte
@@ -160,17 +177,28 @@ func (d *Device) onConnect(c mqtt.Client) {
 		}
 		return nil
 	}
+	subscribed := true
 	for _, o := range d.outputs {
 		if err := refused(o.commandTopic); err != nil {
+			subscribed = false
 			o.log.Error("subscribe failed; commands will not arrive until the next reconnection",
 				"topic", o.commandTopic, "err", err)
 		}
 	}
+	for topic, in := range d.bySim {
+		if err := refused(topic); err != nil {
+			subscribed = false
+			in.log.Error("subscribe to the simulation topic failed; the line cannot be driven until the next reconnection",
+				"topic", topic, "err", err)
+		}
+	}
+	// Not a reason to hold Ready back: the device obeys without it.
 	if err := refused(d.statusTopic); err != nil {
 		d.log.Warn("subscribe to own status failed; a late will could leave the status Off",
 			"topic", d.statusTopic, "err", err)
 	}
-	d.refresh.Store(true)
-	d.announce.Store(true)
+	d.flagsMu.Lock()
+	d.announce, d.refresh, d.readyArm = true, true, subscribed
+	d.flagsMu.Unlock()
 	d.requestPublish()
 }

@@ -68,8 +68,23 @@ type Input struct {
 	// StateTopic carries the retained level, "1" or "0", published on every change and on
 	// every (re)connection. Required.
 	StateTopic string
+	// SimTopic, when set, lets MQTT clients play the outside world for a simulated line: the
+	// device subscribes to it, and each payload on it (parsed like a command: 0/1, ON/OFF,
+	// true/false, TOGGLE, JSON {"state":...}) drives the line through its Drive method, so
+	// the input changes and its state is published as for a real edge. A retained message
+	// there drives the line again on every (re)connection. New refuses a SimTopic when Line
+	// is not a Driver: a real line is driven by the world, never by the broker.
+	SimTopic string
 	// Line is the line to read. Required.
 	Line InputLine
+}
+
+// Driver is an input line that can be driven from outside, as a simulated line can
+// (gpio.SimInput is one). Drive sets the line's logical level (0 or 1), after which the line
+// delivers the change on its Events as it would an edge. Drive must not block: the device
+// calls it from its MQTT message handler.
+type Driver interface {
+	Drive(value int) error
 }
 
 // StateStore remembers each output's last commanded level across restarts; state.File
@@ -95,6 +110,9 @@ type Options struct {
 	Username, Password string
 	// ClientID defaults to "pimqtt-<hostname>".
 	ClientID string
+	// Hints say, in the caller's terms, where a user fixes what a broker refuses; they end up
+	// in the log line that reports the refusal.
+	Hints Hints
 	// StatusTopic carries the retained online status and the Last Will, default "raspberry/status".
 	StatusTopic string
 	// Outputs are the lines driven from commands. At least one output or input is required.
@@ -110,6 +128,19 @@ type Options struct {
 	// MaxReconnectInterval caps the exponential backoff between reconnection attempts and the
 	// interval between attempts while the first connection has not yet succeeded, default 30 s.
 	MaxReconnectInterval time.Duration
+}
+
+// Hints name the settings behind what a broker may refuse at CONNECT, in the words the user
+// knows them by (a command line's flags, a configuration file's keys). Empty fields get the
+// package's own terms (the Options fields).
+type Hints struct {
+	// Credentials is where the user name and password are set, e.g. "--username and
+	// --password (or env PIMQTT_PASSWORD)". Logged when the broker answers "bad user name or
+	// password" or "not authorized".
+	Credentials string
+	// ClientID is where the client id is set, e.g. "--client-id". Logged when the broker
+	// answers "identifier rejected" (some brokers, pimqtt's among them, reserve ids).
+	ClientID string
 }
 
 // ErrClosed is returned by Start after Close.
@@ -158,6 +189,8 @@ type Device struct {
 	outputs     []*output
 	inputs      []*input
 	byCommand   map[string]*output // command topic → output
+	bySim       map[string]*input  // simulation topic → input
+	hints       Hints
 	store       StateStore
 	log         *slog.Logger
 	keepAlive   time.Duration
@@ -182,10 +215,18 @@ type Device struct {
 
 	// The publisher goroutine is the only publisher outside Close, so nothing it sends can
 	// follow Close's final Off (Close waits for it to exit, or else drops the connection).
-	kick     chan struct{} // coalesced "publish" requests; buffer 1
-	announce atomic.Bool   // publish status On first in the next round
-	refresh  atomic.Bool   // publish every output's and input's state in the next round
-	pubDone  chan struct{} // closed when the publisher exits
+	kick    chan struct{} // coalesced "publish" requests; buffer 1
+	pubDone chan struct{} // closed when the publisher exits
+	// flagsMu guards what the next round publishes beyond dirty outputs and input backlogs.
+	// One lock for the three, because a connection sets them together and the round that
+	// takes the connection's refresh must also take its announce and readiness.
+	flagsMu  sync.Mutex
+	announce bool // publish status On first in the next round
+	refresh  bool // publish every output's and input's state in the next round
+	readyArm bool // the refresh is a connection's whose SUBSCRIBE was acknowledged
+
+	ready     chan struct{} // closed by markReady; see Ready
+	readyOnce sync.Once
 
 	lost    chan struct{}  // the connection was lost; buffer 1 (see connectLoop)
 	workers sync.WaitGroup // the input readers and connectLoop
@@ -204,8 +245,8 @@ type output struct {
 // Validation: Dial is required; a password needs a username; at least one output or input;
 // every name non-empty, valid UTF-8 and unique across outputs and inputs; every line non-nil;
 // every topic non-empty, valid UTF-8, without wildcards or NUL; the status topic, every
-// command topic and every state topic pairwise distinct; KeepAlive, when set, between 1 s and
-// 65535 s.
+// command topic, every state topic and every SimTopic pairwise distinct; a SimTopic only on a
+// line that is a Driver; KeepAlive, when set, between 1 s and 65535 s.
 func New(opts Options) (*Device, error) {
 	opts, err := normalize(opts)
 	if err != nil {
@@ -220,12 +261,15 @@ func New(opts Options) (*Device, error) {
 		password:    opts.Password,
 		statusTopic: opts.StatusTopic,
 		byCommand:   map[string]*output{},
+		bySim:       map[string]*input{},
+		hints:       opts.Hints,
 		store:       opts.Store,
 		log:         log,
 		keepAlive:   opts.KeepAlive,
 		maxBackoff:  opts.MaxReconnectInterval,
 		kick:        make(chan struct{}, 1),
 		pubDone:     make(chan struct{}),
+		ready:       make(chan struct{}),
 		lost:        make(chan struct{}, 1),
 	}
 	for _, o := range opts.Outputs {
@@ -240,12 +284,18 @@ func New(opts Options) (*Device, error) {
 		d.byCommand[out.commandTopic] = out
 	}
 	for _, in := range opts.Inputs {
-		d.inputs = append(d.inputs, &input{
+		i := &input{
 			name:       in.Name,
 			stateTopic: in.StateTopic,
+			simTopic:   in.SimTopic,
 			line:       in.Line,
 			log:        log.With("name", in.Name, "line", fmt.Sprint(in.Line)),
-		})
+		}
+		d.inputs = append(d.inputs, i)
+		if i.simTopic != "" {
+			i.driver = in.Line.(Driver) // checked by normalize
+			d.bySim[i.simTopic] = i
+		}
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	return d, nil
@@ -307,6 +357,23 @@ func (d *Device) Start(ctx context.Context) error {
 	d.workers.Add(1)
 	go d.connectLoop(d.client)
 	return nil
+}
+
+// Ready returns a channel that is closed once the device obeys: the first time a connection
+// has had its SUBSCRIBE acknowledged by the broker with every command topic and every input's
+// SimTopic granted, and its retained status On and the state of every output and input
+// published and acknowledged (PUBACK). From then on a command published to the broker reaches
+// its line. A connection whose SUBSCRIBE or publishes fail does not close it; a later one
+// may. It stays closed for the device's life, across reconnections, and is never closed if
+// no connection gets that far: callers wait on it with a bound of their own.
+func (d *Device) Ready() <-chan struct{} { return d.ready }
+
+// markReady closes ready, once.
+func (d *Device) markReady() {
+	d.readyOnce.Do(func() {
+		close(d.ready)
+		d.log.Info("device ready: subscribed, status and states published")
+	})
 }
 
 // Close shuts the device down. In order:

@@ -3,6 +3,7 @@ package device
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -27,6 +28,9 @@ import (
 // WebSocket connections (wsnet.Conn) offer the "mqtt" subprotocol and carry MQTT in binary
 // frames. No HTTP proxy is used. Credentials do not belong in the URL (they would end up in
 // logs): pass them in Options. timeout bounds connecting, including the TLS and WebSocket handshakes; 0 means 10 s.
+//
+// The DialFunc's errors name the broker's address at most once (a *net.OpError names it, the
+// handshake errors do not): its caller names the broker in its own logs.
 func NetDialer(brokerURL string, timeout time.Duration) (DialFunc, error) {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -38,23 +42,22 @@ func NetDialer(brokerURL string, timeout time.Duration) (DialFunc, error) {
 	netDialer := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	tlsConfig := &tls.Config{ServerName: tg.serverName, MinVersion: tls.VersionTLS12}
 
+	// The errors name the address at most once: a failed TCP dial is a *net.OpError, whose
+	// text reads "dial tcp 127.0.0.1:1883: connect: connection refused", and the handshake
+	// errors leave it to the caller, which knows it (the device logs it as broker=URL).
 	switch tg.kind {
 	case kindTCP:
 		return func(ctx context.Context) (net.Conn, error) {
-			c, err := netDialer.DialContext(ctx, "tcp", tg.addr)
-			if err != nil {
-				return nil, fmt.Errorf("dial tcp %s: %w", tg.addr, err)
-			}
-			return c, nil
+			return netDialer.DialContext(ctx, "tcp", tg.addr)
 		}, nil
 	case kindTLS:
 		tlsDialer := &tls.Dialer{NetDialer: netDialer, Config: tlsConfig}
 		return func(ctx context.Context) (net.Conn, error) {
 			c, err := tlsDialer.DialContext(ctx, "tcp", tg.addr)
-			if err != nil {
-				return nil, fmt.Errorf("dial tls %s: %w", tg.addr, err)
+			if err != nil && !isOpError(err) {
+				return nil, fmt.Errorf("TLS handshake: %w", err)
 			}
-			return c, nil
+			return c, err
 		}, nil
 	}
 	wsDialer := &websocket.Dialer{
@@ -71,14 +74,23 @@ func NetDialer(brokerURL string, timeout time.Duration) (DialFunc, error) {
 			// Only the status matters; close the body so nothing holds the connection.
 			_ = resp.Body.Close()
 		}
-		if err != nil {
-			if resp != nil {
-				return nil, fmt.Errorf("websocket handshake with %s: HTTP %s: %w", tg.wsURL, resp.Status, err)
-			}
-			return nil, fmt.Errorf("websocket dial %s: %w", tg.wsURL, err)
+		switch {
+		case err == nil:
+		case resp != nil:
+			return nil, fmt.Errorf("websocket handshake: HTTP %s: %w", resp.Status, err)
+		case isOpError(err):
+			return nil, err
+		default:
+			return nil, fmt.Errorf("websocket handshake: %w", err)
 		}
 		return wsnet.New(ws), nil
 	}, nil
+}
+
+// isOpError reports whether err is a *net.OpError, which names the address it was about.
+func isOpError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op)
 }
 
 // transport kinds NetDialer knows.

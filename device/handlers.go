@@ -17,12 +17,43 @@ func (d *Device) onMessage(c mqtt.Client, m mqtt.Message) {
 		d.onStatus(c, m)
 		return
 	}
-	o := d.byCommand[m.Topic()]
-	if o == nil {
-		d.log.Debug("message on an unknown topic ignored", "topic", m.Topic())
+	if o := d.byCommand[m.Topic()]; o != nil {
+		d.onCommand(o, m)
 		return
 	}
-	d.onCommand(o, m)
+	if in := d.bySim[m.Topic()]; in != nil {
+		d.onSim(in, m)
+		return
+	}
+	d.log.Debug("message on an unknown topic ignored", "topic", m.Topic())
+}
+
+// onSim drives a simulated input from a message on its SimTopic. The line then reports the
+// change on its Events, and the state is published from there as for a real edge. Like
+// onCommand it must not block.
+func (d *Device) onSim(in *input, m mqtt.Message) {
+	if d.ctx.Err() != nil {
+		in.log.Debug("simulation ignored: device closing", "topic", m.Topic())
+		return
+	}
+	payload := m.Payload()
+	current, err := in.line.Value()
+	if err != nil {
+		in.log.Error("read input failed; simulation ignored", "topic", m.Topic(), "err", err)
+		return
+	}
+	next, err := ParseCommand(payload, current)
+	if err != nil {
+		in.log.Warn("unknown payload", "topic", m.Topic(),
+			"payload", fmt.Sprintf("%q", payload[:min(len(payload), excerptLen)]),
+			"len", len(payload), "err", err)
+		return
+	}
+	if err := in.driver.Drive(next); err != nil {
+		in.log.Error("drive simulated input failed", "topic", m.Topic(), "value", next, "err", err)
+		return
+	}
+	in.log.Info("simulated input driven", "topic", m.Topic(), "value", next)
 }
 
 // onCommand handles a command for output o. paho runs handlers one at a time on its router
@@ -80,7 +111,9 @@ func (d *Device) onStatus(_ mqtt.Client, m mqtt.Message) {
 		return
 	}
 	d.log.Info("status Off seen while online (late will?); announcing On again", "topic", m.Topic())
-	d.announce.Store(true)
+	d.flagsMu.Lock()
+	d.announce = true
+	d.flagsMu.Unlock()
 	d.requestPublish()
 }
 

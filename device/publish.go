@@ -52,17 +52,21 @@ func (d *Device) publishLoop(c mqtt.Client) {
 			// now could only be resent stale, or not at all.
 			continue
 		}
-		pending = d.publishRound(c, d.collect())
+		pubs, ready := d.collect()
+		pending = d.publishRound(c, pubs, ready)
 	}
 }
 
-// collect gathers one round's publications.
-func (d *Device) collect() []publication {
-	var pubs []publication
-	if d.announce.Swap(false) {
+// collect gathers one round's publications. ready is true when the round is a connection's
+// first, whose acks close Ready (see there).
+func (d *Device) collect() (pubs []publication, ready bool) {
+	d.flagsMu.Lock()
+	announce, refresh, ready := d.announce, d.refresh, d.readyArm && d.refresh
+	d.announce, d.refresh, d.readyArm = false, false, false
+	d.flagsMu.Unlock()
+	if announce {
 		pubs = append(pubs, publication{topic: d.statusTopic, payload: statusOn})
 	}
-	refresh := d.refresh.Swap(false)
 	for _, o := range d.outputs {
 		if !o.dirty.Swap(false) && !refresh {
 			continue
@@ -105,15 +109,20 @@ func (d *Device) collect() []publication {
 			pubs = append(pubs, publication{in.stateTopic, statePayload(v), in.log})
 		}
 	}
-	return pubs
+	return pubs, ready
 }
 
 // publishRound hands every publication to paho in order, then waits for their PUBACKs and
-// logs the outcome. It returns true when a newer request cut the wait short (see await).
-func (d *Device) publishRound(c mqtt.Client, pubs []publication) (newer bool) {
+// logs the outcome. It returns true when a newer request cut the wait short (see await). When
+// ready is set, every PUBACK of the round closes Ready.
+func (d *Device) publishRound(c mqtt.Client, pubs []publication, ready bool) (newer bool) {
 	toks := make([]mqtt.Token, len(pubs))
 	for i, p := range pubs {
 		toks[i] = c.Publish(p.topic, 1, true, p.payload)
+	}
+	if ready {
+		// Waited for aside, because the wait below may be cut short by a newer request.
+		go d.awaitReady(toks)
 	}
 	for i, p := range pubs {
 		newer, err := d.await(toks[i])
@@ -153,6 +162,26 @@ func (d *Device) await(tok mqtt.Token) (newer bool, err error) {
 	}
 }
 
+// awaitReady closes Ready once every token has been acknowledged, or gives up at the first
+// failure, after ackTimeout, or when the device closes: a later connection tries again.
+func (d *Device) awaitReady(toks []mqtt.Token) {
+	t := time.NewTimer(ackTimeout)
+	defer t.Stop()
+	for _, tok := range toks {
+		select {
+		case <-tok.Done():
+			if tok.Error() != nil {
+				return
+			}
+		case <-t.C:
+			return
+		case <-d.ctx.Done():
+			return
+		}
+	}
+	d.markReady()
+}
+
 // maxInputBacklog bounds the events of one input waiting to be published. When an input
 // changes faster than its states can be published, the oldest waiting values are dropped; the
 // newest is always kept, so the last published state is always the last event's.
@@ -161,7 +190,9 @@ const maxInputBacklog = 64
 // input is an Input with its backlog of values to publish.
 type input struct {
 	name, stateTopic string
+	simTopic         string // "" unless the line is driven from MQTT
 	line             InputLine
+	driver           Driver // line as a Driver, when simTopic is set
 	log              *slog.Logger
 
 	mu      sync.Mutex

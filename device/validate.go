@@ -123,6 +123,15 @@ func normalize(opts Options) (Options, error) {
 		if err := claim(in.StateTopic, what+" StateTopic"); err != nil {
 			return opts, err
 		}
+		if in.SimTopic == "" {
+			continue
+		}
+		if _, ok := in.Line.(Driver); !ok {
+			return opts, fmt.Errorf("device: %s SimTopic %q: line %v cannot be driven (it is no Driver): only a simulated line can", what, in.SimTopic, in.Line)
+		}
+		if err := claim(in.SimTopic, what+" SimTopic"); err != nil {
+			return opts, err
+		}
 	}
 	return opts, nil
 }
