@@ -49,7 +49,7 @@ func normalize(opts Options) (Options, error) {
 		return opts, fmt.Errorf("device: Options.MaxReconnectInterval %v is negative", opts.MaxReconnectInterval)
 	}
 	if opts.ClientID == "" {
-		opts.ClientID = defaultClientID()
+		opts.ClientID = DefaultClientID()
 	}
 	if opts.BrokerLabel == "" {
 		opts.BrokerLabel = "unnamed broker"
@@ -136,9 +136,10 @@ func normalize(opts Options) (Options, error) {
 	return opts, nil
 }
 
-// defaultClientID gives each Pi its own id: two devices sharing one would take each other's
+// DefaultClientID is the client id a Device uses when Options.ClientID is empty,
+// "pimqtt-HOSTNAME". Each Pi gets its own id: two devices sharing one would take each other's
 // session over in a loop.
-func defaultClientID() string {
+func DefaultClientID() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		return "pimqtt"
