@@ -65,7 +65,9 @@
 //
 // The kernel lines need Linux (go-gpiocdev's uAPI is Linux-only). The
 // package builds everywhere; elsewhere "sim" and "auto" give a Sim and any
-// other spec is an error, as is [ListLines]; inputs have no "auto".
+// other spec is an error, as is [ListLines]; inputs have no "auto". There,
+// and on a Linux machine without any /dev/gpiochip*, those errors wrap
+// [ErrNoChip] and say to use the spec "sim".
 //
 // # Tests
 //

@@ -78,11 +78,17 @@ func findLine(name string, logger *slog.Logger) (chip string, offset int, err er
 		searched = append(searched, chipTitle(ch))
 		ch.Close()
 	}
+	return "", 0, lineNotFound(name, searched)
+}
+
+// lineNotFound is findLine's error when no chip of searched (their
+// titles) has the line called name. It wraps gpiocdev.ErrNotFound, and
+// ErrNoChip when there is no chip at all.
+func lineNotFound(name string, searched []string) error {
 	if len(searched) == 0 {
-		return "", 0, fmt.Errorf("gpio: line %s: %w: this system has no GPIO chip (no /dev/gpiochip*); use --gpio sim",
-			name, gpiocdev.ErrNotFound)
+		return fmt.Errorf("gpio: line %s %w: %w (no /dev/gpiochip*); %s", name, gpiocdev.ErrNotFound, ErrNoChip, simAdvice)
 	}
-	return "", 0, fmt.Errorf("gpio: line %s: %w on any GPIO chip (searched %s); run \"pimqtt gpio\" to list the lines, or use --gpio sim",
+	return fmt.Errorf("gpio: line %s: %w on any GPIO chip (searched %s); run \"pimqtt gpio\" to list the lines, or use --gpio sim",
 		name, gpiocdev.ErrNotFound, strings.Join(searched, ", "))
 }
 
@@ -149,11 +155,12 @@ func chipError(chip, path string, err error) error {
 	case errors.Is(err, fs.ErrPermission):
 		return fmt.Errorf("%w: %s", err, permissionAdvice(path))
 	case errors.Is(err, fs.ErrNotExist):
-		have := "this system has no GPIO chip"
-		if cc := gpiocdev.Chips(); len(cc) > 0 {
-			have = "the chips here are " + strings.Join(cc, ", ") + " (run \"pimqtt gpio\" to list their lines)"
+		cc := gpiocdev.Chips()
+		if len(cc) == 0 {
+			return fmt.Errorf("chip %s: %w; %w (no /dev/gpiochip*); %s", chip, err, ErrNoChip, simAdvice)
 		}
-		return fmt.Errorf("chip %s: %w; %s; or use --gpio sim", chip, err, have)
+		return fmt.Errorf("chip %s: %w; the chips here are %s (run \"pimqtt gpio\" to list their lines); or use --gpio sim",
+			chip, err, strings.Join(cc, ", "))
 	case errors.Is(err, gpiocdev.ErrNotCharacterDevice):
 		return fmt.Errorf("chip %s: %s: %w, so not a GPIO chip", chip, path, err)
 	}
@@ -429,11 +436,11 @@ func (o *lineOutput) String() string { return o.name }
 // non-default flags. A chip that cannot be opened is reported in the
 // listing, the others are still listed, and the returned error explains
 // (e.g. permission denied: add the user to group gpio). A system without
-// GPIO chips is an error.
+// GPIO chips is an error wrapping [ErrNoChip].
 func ListLines(w io.Writer) error {
 	chips := gpiocdev.Chips()
 	if len(chips) == 0 {
-		return errors.New("gpio: this system has no GPIO chip (no /dev/gpiochip*)")
+		return fmt.Errorf("gpio: no lines to list: %w (no /dev/gpiochip*); %s", ErrNoChip, simAdvice)
 	}
 	var errs []error
 	for _, name := range chips {

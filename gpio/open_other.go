@@ -21,15 +21,15 @@ func openSpec(sp Spec, cfg config) (Output, error) {
 			"reason", errNeedLinux.Error()+", this is "+runtime.GOOS)
 		return newSim(sp.Name, cfg), nil
 	}
-	return nil, fmt.Errorf("gpio: line %s: %w (this is %s); use --gpio sim", sp, errNeedLinux, runtime.GOOS)
+	return nil, fmt.Errorf("gpio: line %s: %w: %w (this is %s); %s", sp, ErrNoChip, errNeedLinux, runtime.GOOS, simAdvice)
 }
 
 func openInputSpec(sp Spec, cfg config) (Input, error) {
-	return nil, fmt.Errorf("gpio: input line %s: %w (this is %s); use a simulated line (sim:NAME)", sp, errNeedLinux, runtime.GOOS)
+	return nil, fmt.Errorf("gpio: input line %s: %w: %w (this is %s); %s", sp, ErrNoChip, errNeedLinux, runtime.GOOS, simAdvice)
 }
 
 // ListLines writes every GPIO chip and line, like gpioinfo. Off Linux there
-// are none: it returns an error.
+// are none: it returns an error wrapping [ErrNoChip].
 func ListLines(w io.Writer) error {
-	return fmt.Errorf("gpio: cannot list lines: %w (this is %s)", errNeedLinux, runtime.GOOS)
+	return fmt.Errorf("gpio: no lines to list: %w: %w (this is %s); %s", ErrNoChip, errNeedLinux, runtime.GOOS, simAdvice)
 }

@@ -16,7 +16,7 @@ func TestOpenInputNeedsLinux(t *testing.T) {
 	logger, _ := testLogger(t)
 	for _, spec := range []string{"GPIO17", "pin11", "gpiochip0:17"} {
 		_, err := OpenInput(spec, WithLogger(logger))
-		if err == nil || !errors.Is(err, errNeedLinux) || !strings.Contains(err.Error(), "use a simulated line (sim:NAME)") {
+		if err == nil || !errors.Is(err, errNeedLinux) || !errors.Is(err, ErrNoChip) || !strings.HasSuffix(err.Error(), `; use the line spec "sim" to simulate one`) {
 			t.Errorf("OpenInput(%q) error %v, want one saying GPIO needs Linux", spec, err)
 		}
 	}
@@ -34,7 +34,7 @@ func TestOpenOutputNeedsLinux(t *testing.T) {
 	logger, logs := testLogger(t)
 	for _, spec := range []string{"GPIO21", "pin40", "gpiochip0:21"} {
 		_, err := OpenOutput(spec, WithLogger(logger))
-		if err == nil || !errors.Is(err, errNeedLinux) || !strings.Contains(err.Error(), "use --gpio sim") {
+		if err == nil || !errors.Is(err, errNeedLinux) || !errors.Is(err, ErrNoChip) || !strings.HasSuffix(err.Error(), `; use the line spec "sim" to simulate one`) {
 			t.Errorf("OpenOutput(%q) error %v, want one saying GPIO needs Linux", spec, err)
 		}
 	}
@@ -49,7 +49,7 @@ func TestOpenOutputNeedsLinux(t *testing.T) {
 	if !strings.Contains(logs.String(), `level=WARN msg="no GPIO chip has line GPIO21; using a simulated line"`) {
 		t.Errorf("no warning for auto:\n%s", logs)
 	}
-	if err := ListLines(&strings.Builder{}); err == nil {
-		t.Error("ListLines succeeded off Linux")
+	if err := ListLines(&strings.Builder{}); !errors.Is(err, ErrNoChip) || !strings.Contains(err.Error(), `"sim"`) {
+		t.Errorf("ListLines off Linux: %v, want ErrNoChip and the sim advice", err)
 	}
 }

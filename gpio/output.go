@@ -36,6 +36,15 @@ type Output interface {
 // Close.
 var ErrClosed = errors.New("line closed")
 
+// ErrNoChip is wrapped by the errors of [OpenOutput], [OpenInput] and
+// [ListLines] on a machine without any GPIO chip (no /dev/gpiochip*, or
+// not Linux), where only the line spec "sim" can give a line: a caller may
+// add how its user asks for one (a flag, say).
+var ErrNoChip = errors.New("this machine has no GPIO chip")
+
+// simAdvice ends every error caused by a missing chip or line.
+const simAdvice = `use the line spec "sim" to simulate one`
+
 // Option configures [OpenOutput], [OpenInput], [NewSim] and
 // [NewSimInput]. For every line: [WithLogger], [WithConsumer] and
 // [WithActiveLow]; for outputs only: [WithInitialValue]; for inputs only:
