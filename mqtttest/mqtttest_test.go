@@ -2,7 +2,9 @@ package mqtttest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os/exec"
 	"runtime"
@@ -10,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // fatalRecorder is a testing.TB whose Fatalf records the message and ends
@@ -68,18 +71,50 @@ func TestSyncBuffer(t *testing.T) {
 	}
 }
 
-func TestFreePortAndWaitListening(t *testing.T) {
-	port := FreePort(t)
-	if port <= 0 || port > 65535 {
-		t.Fatalf("FreePort = %d", port)
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	l, err := net.Listen("tcp", addr)
+func TestWaitListening(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("listen on the free port: %v", err)
+		t.Fatal(err)
 	}
 	defer l.Close()
-	WaitListening(t, addr)
+	WaitListening(t, l.Addr().String())
+
+	// A server that reports failure ends the wait at once with its error.
+	addr := l.Addr().String()
+	l.Close()
+	failed := errors.New("server says it failed")
+	if err := WaitServing(addr, func() error { return failed }); !errors.Is(err, failed) {
+		t.Fatalf("WaitServing with a failed server = %v, want %v", err, failed)
+	}
+}
+
+func TestWithPickedPorts(t *testing.T) {
+	ports := pickPorts(t, 3)
+	if ports[0] == ports[1] || ports[1] == ports[2] || ports[0] == ports[2] {
+		t.Fatalf("pickPorts(3) = %v, want distinct ports", ports)
+	}
+	calls := 0
+	WithPickedPorts(t, 1, func([]int) error {
+		if calls++; calls < 3 {
+			return fmt.Errorf("bind: %w", ErrPortTaken)
+		}
+		return nil
+	})
+	if calls != 3 {
+		t.Fatalf("start called %d times, want 3 (two taken ports, then success)", calls)
+	}
+	msg := fatalMessage(t, func(tb testing.TB) {
+		WithPickedPorts(tb, 1, func([]int) error { return fmt.Errorf("bind: %w", ErrPortTaken) })
+	})
+	if !strings.Contains(msg, "attempts") {
+		t.Fatalf("always taken: Fatalf %q, want the attempts reported", msg)
+	}
+	msg = fatalMessage(t, func(tb testing.TB) {
+		WithPickedPorts(tb, 1, func([]int) error { return errors.New("bad configuration") })
+	})
+	if !strings.Contains(msg, "bad configuration") {
+		t.Fatalf("other error: Fatalf %q", msg)
+	}
 }
 
 func TestStartMosquitto(t *testing.T) {
@@ -101,13 +136,83 @@ func TestStartMosquitto(t *testing.T) {
 		t.Fatalf("mosquitto_sub: %q, %v", out, err)
 	}
 
-	// A given port is used as is, and a bad configuration fails at once
-	// with the broker's log rather than after WaitTimeout.
-	port := FreePort(t)
+	// A bad configuration fails at once with the broker's log rather than
+	// after WaitTimeout or a retry.
 	msg := fatalMessage(t, func(tb testing.TB) {
-		StartMosquitto(tb, MosquittoConfig{Port: port, Extra: []string{"no_such_option 1"}})
+		StartMosquitto(tb, MosquittoConfig{Extra: []string{"no_such_option 1"}})
 	})
 	if !strings.Contains(msg, "mosquitto exited") || !strings.Contains(msg, "no_such_option") {
 		t.Fatalf("bad configuration: Fatalf %q", msg)
+	}
+}
+
+// TestStartMosquittoPortTaken: when another process binds a picked port
+// before mosquitto does, mosquitto is started again on new ports.
+func TestStartMosquittoPortTaken(t *testing.T) {
+	for _, ws := range []bool{false, true} {
+		t.Run(fmt.Sprintf("websocket=%v", ws), func(t *testing.T) {
+			held, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer held.Close()
+			heldPort := held.Addr().(*net.TCPAddr).Port
+			picks := 0
+			pick := func(tb testing.TB, n int) []int {
+				ports := pickPorts(tb, n)
+				if picks++; picks == 1 {
+					ports[n-1] = heldPort // the WebSocket port when there is one
+				}
+				return ports
+			}
+			m := startMosquitto(t, MosquittoConfig{WebSocket: ws, Extra: []string{"allow_anonymous true"}}, pick)
+			if picks != 2 || m.Port == heldPort || m.WebSocketPort == heldPort {
+				t.Fatalf("picks %d, ports %+v, held port %d: want a second attempt on other ports", picks, m, heldPort)
+			}
+			WaitListening(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(m.Port)))
+		})
+	}
+}
+
+// TestRelay: closed until Forward, then a byte stream both ways.
+func TestRelay(t *testing.T) {
+	r := NewRelay(t)
+	c, err := net.Dial("tcp", r.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(WaitTimeout))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("relay without a target did not close the connection")
+	}
+	c.Close()
+
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			s, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer s.Close(); _, _ = io.Copy(s, s) }()
+		}
+	}()
+	r.Forward(echo.Addr().String())
+	c, err = net.Dial("tcp", r.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(WaitTimeout))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
+		t.Fatalf("through the relay: %q, %v", got, err)
 	}
 }
