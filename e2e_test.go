@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -46,7 +47,7 @@ func TestMosquittoClients(t *testing.T) {
 	pw := passwordFile(t, "phone", "s3cret", "other", "pa55")
 	m, logs := startMain(t, testConfig(pw))
 	host, port := addr(t, m, broker.TCP)
-	base := []string{"-h", host, "-p", port, "-t", "raspberry/led", "-q", "1"}
+	base := []string{"-h", host, "-p", port, "-t", "raspberry/led"}
 
 	refusals := []struct {
 		name    string
@@ -59,11 +60,26 @@ func TestMosquittoClients(t *testing.T) {
 		{"wrong password v5", []string{"-V", "mqttv5", "-u", "phone", "-P", "wrong", "-m", "1"}, "bad user name or password"},
 		{"anonymous v5", []string{"-V", "mqttv5", "-m", "1"}, "not authori"},
 	}
-	for _, tc := range refusals {
+	for i, tc := range refusals {
 		t.Run(tc.name, func(t *testing.T) {
-			out, code := mosquittoPub(t, append(base, tc.args...)...)
+			since := len(logs.String())
+			// QoS 2: mosquitto_pub ends only after PUBCOMP, which Mochi sends after it has
+			// queued the message for the device; so had this publish been accepted, its
+			// command would reach the device before the probe below.
+			out, code := mosquittoPub(t, append(base, append([]string{"-q", "2"}, tc.args...)...)...)
 			if code == 0 || !strings.Contains(strings.ToLower(out), tc.wantOut) {
 				t.Fatalf("exit %d, output %q; want refusal containing %q", code, out, tc.wantOut)
+			}
+			// The device takes commands one at a time in the order the broker queued them.
+			// A probe from an accepted client that it logs proves it has handled anything
+			// the refused client could have sent.
+			probe := fmt.Sprintf("probe-%d", i)
+			if out, code := mosquittoPub(t, append(base, "-q", "1", "-u", "phone", "-P", "s3cret", "-m", probe)...); code != 0 {
+				t.Fatalf("probe publish: exit %d: %s", code, out)
+			}
+			waitLog(t, logs, "unknown payload", probe)
+			if l := logs.String()[since:]; strings.Contains(l, "line changed") {
+				t.Fatalf("a refused client changed the line:\n%s", l)
 			}
 			if lineValue(t, m) != 0 {
 				t.Fatal("a refused client changed the line")
@@ -75,7 +91,7 @@ func TestMosquittoClients(t *testing.T) {
 
 	sub := newSubscriber(t, "tcp://"+host+":"+port, "other", "pa55", "raspberry/led/state")
 	for _, v := range []string{"1", "0", "1"} {
-		if out, code := mosquittoPub(t, append(base, "-u", "phone", "-P", "s3cret", "-m", v)...); code != 0 {
+		if out, code := mosquittoPub(t, append(base, "-q", "1", "-u", "phone", "-P", "s3cret", "-m", v)...); code != 0 {
 			t.Fatalf("mosquitto_pub -m %s: exit %d: %s", v, code, out)
 		}
 		sub.waitFor(t, "raspberry/led/state", v)
@@ -222,42 +238,42 @@ func TestMalformedPasswordLinesSkipped(t *testing.T) {
 }
 
 func TestDeviceOnlyAgainstMosquitto(t *testing.T) {
-	port := mqtttest.FreePort(t)
+	// The broker is down when the device starts, which must keep retrying: the device is
+	// given a relay's address that refuses it until mosquitto runs.
+	relay := mqtttest.NewRelay(t)
 	pw := passwordFile(t, "device", "devpass", "phone", "s3cret")
 	cfg := testConfig("")
 	cfg.Mode = ModeDevice
 	cfg.Listeners = nil
-	cfg.BrokerURL = "tcp://127.0.0.1:" + strconv.Itoa(port)
+	cfg.BrokerURL = "tcp://" + relay.Addr()
 	cfg.Username, cfg.Password = "device", "devpass"
-	// The broker is down when the device starts: it must keep retrying.
 	m, logs := startMain(t, cfg)
-	mqtttest.StartMosquitto(t, mqtttest.MosquittoConfig{
-		Port:  port,
+	waitLog(t, logs, "cannot connect to broker")
+	port := strconv.Itoa(mqtttest.StartMosquitto(t, mqtttest.MosquittoConfig{
 		Extra: []string{"allow_anonymous false", "password_file " + pw},
-	})
-	sub := newSubscriber(t, cfg.BrokerURL, "phone", "s3cret", "raspberry/status", "raspberry/led/state")
+	}).Port)
+	relay.Forward("127.0.0.1:" + port)
+	sub := newSubscriber(t, "tcp://127.0.0.1:"+port, "phone", "s3cret", "raspberry/status", "raspberry/led/state")
 	sub.waitFor(t, "raspberry/status", `{"status": "On"}`)
-	if out, code := mosquittoPub(t, "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-u", "phone", "-P", "s3cret", "-t", "raspberry/led", "-m", "1"); code != 0 {
+	if out, code := mosquittoPub(t, "-h", "127.0.0.1", "-p", port, "-u", "phone", "-P", "s3cret", "-t", "raspberry/led", "-m", "1"); code != 0 {
 		t.Fatalf("mosquitto_pub: %d %s", code, out)
 	}
 	sub.waitFor(t, "raspberry/led/state", "1")
 	if lineValue(t, m) != 1 {
 		t.Fatal("line not set")
 	}
-	_ = logs
 }
 
 func TestBrokerAndDeviceProcesses(t *testing.T) {
 	pw := passwordFile(t, "device", "devpass", "phone", "s3cret")
-	port, wsPort := strconv.Itoa(mqtttest.FreePort(t)), strconv.Itoa(mqtttest.FreePort(t))
 	brokerProc := startProcess(t, nil, "--mode", "broker", "--password-file", pw,
-		"--listen", "127.0.0.1:"+port, "--ws-listen", "127.0.0.1:"+wsPort)
-	mqtttest.WaitListening(t, "127.0.0.1:"+port)
-	url := "tcp://127.0.0.1:" + port
+		"--listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0")
+	url := "tcp://" + brokerProc.listenAddr(t, broker.TCP)
+	wsAddr := brokerProc.listenAddr(t, broker.WebSocket)
 	sub := newSubscriber(t, url, "phone", "s3cret", "raspberry/status", "raspberry/led/state")
 
 	dev := startProcess(t, []string{"PIMQTT_PASSWORD=devpass"}, "--mode", "device", "--gpio", "sim",
-		"--broker", "ws://127.0.0.1:"+wsPort+"/mqtt", "--username", "device", "--client-id", "pi-test")
+		"--broker", "ws://"+wsAddr+"/mqtt", "--username", "device", "--client-id", "pi-test")
 	sub.waitFor(t, "raspberry/status", `{"status": "On"}`)
 	publish(t, url, "phone", "s3cret", "raspberry/led", []byte("1"))
 	sub.waitFor(t, "raspberry/led/state", "1")
@@ -280,9 +296,11 @@ func TestBrokerAndDeviceProcesses(t *testing.T) {
 
 func TestSIGHUPReloadsPasswords(t *testing.T) {
 	pw := passwordFile(t, "phone", "s3cret")
-	port := strconv.Itoa(mqtttest.FreePort(t))
-	p := startProcess(t, nil, "--mode", "broker", "--password-file", pw, "--listen", "127.0.0.1:"+port, "--ws-listen", "")
-	mqtttest.WaitListening(t, "127.0.0.1:"+port)
+	p := startProcess(t, nil, "--mode", "broker", "--password-file", pw, "--listen", "127.0.0.1:0", "--ws-listen", "")
+	_, port, err := net.SplitHostPort(p.listenAddr(t, broker.TCP))
+	if err != nil {
+		t.Fatal(err)
+	}
 	url := "tcp://127.0.0.1:" + port
 	// A client connected before the reload stays connected across it.
 	sub := newSubscriber(t, url, "phone", "s3cret", "news")
@@ -303,22 +321,22 @@ func TestSIGHUPReloadsPasswords(t *testing.T) {
 }
 
 func TestStartupErrors(t *testing.T) {
-	busy := "127.0.0.1:" + strconv.Itoa(mqtttest.FreePort(t))
-	hold, err := net.Listen("tcp", busy)
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer hold.Close()
+	busy := hold.Addr().String()
 	cases := []struct {
 		name string
 		args []string
 		want string
 	}{
-		{"network listener without password file", []string{"--listen", "0.0.0.0:" + strconv.Itoa(mqtttest.FreePort(t)), "--ws-listen", ""}, "pimqtt passwd -c"},
-		{"websocket port in use", []string{"--listen", "127.0.0.1:" + strconv.Itoa(mqtttest.FreePort(t)), "--ws-listen", busy}, "address already in use"},
+		{"network listener without password file", []string{"--listen", "0.0.0.0:0", "--ws-listen", ""}, "pimqtt passwd -c"},
+		{"websocket port in use", []string{"--listen", "127.0.0.1:0", "--ws-listen", busy}, "address already in use"},
 		{"bad mode", []string{"--mode", "both"}, "--mode"},
 		{"missing password file", []string{"--password-file", "/nonexistent/passwd", "--listen", "127.0.0.1:0", "--ws-listen", ""}, "/nonexistent/passwd"},
-		{"unknown gpio line", []string{"--gpio", "gpiochip99:1", "--listen", "127.0.0.1:" + strconv.Itoa(mqtttest.FreePort(t)), "--ws-listen", ""}, "gpiochip99"},
+		{"unknown gpio line", []string{"--gpio", "gpiochip99:1", "--listen", "127.0.0.1:0", "--ws-listen", ""}, "gpiochip99"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -64,7 +65,6 @@ func TestParseFlagsLines(t *testing.T) {
 		{name: "bad output option", args: []string{"--output", "relay=GPIO20,blink"}, wantErr: "blink"},
 		{name: "bad input pull", args: []string{"--input", "door=GPIO5,pull-up,pull-down"}, wantErr: "door"},
 		{name: "input cannot be auto", args: []string{"--input", "door=auto"}, wantErr: "auto"},
-		{name: "bad limit", args: []string{"--max-topic-levels", "0"}, wantErr: "--max-topic-length"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,6 +80,40 @@ func TestParseFlagsLines(t *testing.T) {
 			}
 			if cfg.UseShorthand != tc.wantShorthand || len(cfg.Outputs) != tc.wantOutputs || len(cfg.Inputs) != tc.wantInputs {
 				t.Fatalf("shorthand %v outputs %d inputs %d", cfg.UseShorthand, len(cfg.Outputs), len(cfg.Inputs))
+			}
+		})
+	}
+}
+
+// TestParseFlagsBadLimits: a limit out of range is refused with a message
+// that names the flag that was given, first, so the user knows which one
+// to fix.
+func TestParseFlagsBadLimits(t *testing.T) {
+	cases := []struct {
+		flag, value string
+	}{
+		{"--max-packet-size", "10"},
+		{"--max-connect-size", "10"},
+		{"--connect-timeout", "0s"},
+		{"--max-clients", "0"},
+		{"--max-pending", "0"},
+		{"--max-session-expiry", "-1s"},
+		{"--max-inflight", "0"},
+		{"--max-queued", "0"},
+		{"--max-keepalive", "70000s"},
+		{"--max-topic-length", "0"},
+		{"--max-topic-levels", "0"},
+		{"--max-user-properties", "-1"},
+	}
+	firstFlag := regexp.MustCompile(`--[a-z][a-z-]*`)
+	for _, tc := range cases {
+		t.Run(tc.flag, func(t *testing.T) {
+			_, _, err := parseFlags([]string{tc.flag, tc.value, "--log-level", "error"}, io.Discard, io.Discard)
+			if err == nil {
+				t.Fatalf("%s %s accepted", tc.flag, tc.value)
+			}
+			if got := firstFlag.FindString(err.Error()); got != tc.flag {
+				t.Fatalf("%s %s: error %q names %q first, want %s", tc.flag, tc.value, err, got, tc.flag)
 			}
 		})
 	}

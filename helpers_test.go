@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -267,13 +268,42 @@ func (p *process) wait(t testing.TB) int {
 	return -1
 }
 
-// waitLog waits until the process log contains s.
-func waitLog(t testing.TB, logs interface{ String() string }, s string) {
+// listenAddr waits for the process's "listening" log line for a listener
+// of kind (broker.TCP or broker.WebSocket) and returns the address it
+// bound: the tests start pimqtt on 127.0.0.1:0 and read the port back.
+func (p *process) listenAddr(t testing.TB, kind string) string {
+	t.Helper()
+	re := regexp.MustCompile(`\bmsg=listening .*\bkind=` + regexp.QuoteMeta(kind) + ` .*\baddr=(\S+)`)
+	return waitLogLine(t, p.logs, "a listening line for kind="+kind, re.FindStringSubmatch)[1]
+}
+
+// waitLog waits until one line of the log contains s and each of more.
+func waitLog(t testing.TB, logs interface{ String() string }, s string, more ...string) {
+	t.Helper()
+	parts := append([]string{s}, more...)
+	waitLogLine(t, logs, fmt.Sprintf("a line containing %q", parts), func(l string) []string {
+		for _, p := range parts {
+			if !strings.Contains(l, p) {
+				return nil
+			}
+		}
+		return []string{l}
+	})
+}
+
+// waitLogLine waits until match returns non-nil for a line of the log, and
+// returns what it returned; what describes the line for the failure.
+func waitLogLine(t testing.TB, logs interface{ String() string }, what string, match func(line string) []string) []string {
 	t.Helper()
 	deadline := time.Now().Add(testTimeout)
-	for !strings.Contains(logs.String(), s) {
+	for {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if m := match(l); m != nil {
+				return m
+			}
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("log never contained %q:\n%s", s, logs)
+			t.Fatalf("no %s in the log within %v:\n%s", what, testTimeout, logs)
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
 	}

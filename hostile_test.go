@@ -9,17 +9,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pimqtt/pimqtt/mqtttest"
+	"github.com/pimqtt/pimqtt/broker"
 )
 
 // TestHostileClientsAgainstBinary sends the bytes that crash or exhaust a
 // stock Mochi broker to the real pimqtt binary: the process stays up, its
 // memory stays small, and a normal client toggles the LED right after.
 func TestHostileClientsAgainstBinary(t *testing.T) {
-	port := strconv.Itoa(mqtttest.FreePort(t))
-	addr := "127.0.0.1:" + port
-	p := startProcess(t, nil, "--listen", addr, "--ws-listen", "", "--gpio", "sim")
-	mqtttest.WaitListening(t, addr)
+	// The oversized first packets below must be refused by pimqtt's CONNECT
+	// guard, and nothing else: they claim less than --max-packet-size, so
+	// Mochi's own limit lets them through, and --connect-timeout is longer
+	// than the test waits for them to be closed.
+	p := startProcess(t, nil, "--listen", "127.0.0.1:0", "--ws-listen", "", "--gpio", "sim",
+		"--max-connect-size", "1024", "--max-packet-size", "2097152", "--connect-timeout", "1m", "--log-level", "debug")
+	addr := p.listenAddr(t, broker.TCP)
 	rssBefore := rssKiB(t, p.cmd.Process.Pid)
 
 	// mochi-mqtt/server#501: after an MQTT 5 CONNECT, a truncated SUBSCRIBE
@@ -35,12 +38,15 @@ func TestHostileClientsAgainstBinary(t *testing.T) {
 	expectClosed(t, c)
 	waitLog(t, p.logs, "panic while serving a connection")
 
-	// Three connections claiming 256 MiB CONNECT packets.
+	// Three connections whose CONNECT claims 1 MiB (remaining length
+	// 0x80 0x80 0x40): over --max-connect-size, under --max-packet-size.
+	// Without the guard Mochi allocates the claimed length and waits for it.
 	for i := 0; i < 3; i++ {
 		c := dialRaw(t, addr)
-		writeRaw(t, c, []byte{0x10, 0xFF, 0xFF, 0xFF, 0x7F})
+		writeRaw(t, c, []byte{0x10, 0x80, 0x80, 0x40})
 		expectClosed(t, c)
 	}
+	waitLog(t, p.logs, "first packet larger than the CONNECT size limit", "1048576 > 1024")
 
 	select {
 	case err := <-p.done:

@@ -22,14 +22,16 @@ import (
 )
 
 // These tests run the whole program against a real kernel GPIO chip inside
-// ../shared/gpio-vm (`.ci/gpio-vm .` with GPIOVM_RUN='^TestVM'). Outside
-// the VM they skip; inside it, .ci/gpio-vm fails on any skip.
+// the project's VM (.ci/vm/run-in-vm.sh, driven by `.ci/gpio-vm .` with
+// GPIOVM_RUN='^TestVM'; .ci/test runs it). Outside the VM they skip, and
+// .ci/test allows that skip on the host only; inside the VM .ci/gpio-vm
+// fails on any skip.
 
 // simChip returns the sysfs directory of the VM's prepared gpio-sim chip.
 func simChip(t testing.TB) string {
 	t.Helper()
 	if os.Getenv("GPIOSIM_CHIP") == "" {
-		t.Skip("needs a gpio-sim chip: runs inside ../shared/gpio-vm (CI does)")
+		t.Skip("needs a gpio-sim chip: runs inside the VM of .ci/vm/run-in-vm.sh (.ci/test and CI run it: .ci/gpio-vm .)")
 	}
 	return os.Getenv("GPIOSIM_SYSFS")
 }
@@ -67,7 +69,7 @@ func vmConfig(t testing.TB, dataDir string) Config {
 	cfg.Listeners = []broker.ListenerConfig{{Kind: broker.TCP, Addr: "127.0.0.1:0"}}
 	cfg.UseShorthand = false
 	cfg.DataDir = dataDir
-	for _, o := range []string{"led=GPIO21", "relay=GPIO20,active-low,initial=restore"} {
+	for _, o := range []string{"led=GPIO21", "relay=GPIO20,active-low,initial=restore", "fan=GPIO19,initial=restore"} {
 		f, err := gpio.ParseOutputFlag(o)
 		if err != nil {
 			t.Fatal(err)
@@ -101,10 +103,26 @@ func runVM(t testing.TB, cfg Config) (*Main, string) {
 
 func TestVMEndToEnd(t *testing.T) {
 	sysfs := simChip(t)
+	// Pulls decide what the sim chip reports for a line nobody drives, so each
+	// output's level after the restart below differs from its undriven level:
+	// only a driven line reads as checked. They are set before the lines are
+	// first requested, while the sim still follows them.
+	pulls := map[int]bool{21: true, 20: true, 19: false} // offset: pull-up
+	for off, up := range pulls {
+		simPull(t, sysfs, off, up)
+	}
+	t.Cleanup(func() {
+		for off := range pulls {
+			simPull(t, sysfs, off, false)
+		}
+	})
 	dataDir := t.TempDir()
 	m, url := runVM(t, vmConfig(t, dataDir))
 	sub := newSubscriber(t, url, "", "", "raspberry/+/state")
 	sub.waitFor(t, "raspberry/door/state", "0")
+	if v := simLevel(t, sysfs, 21); v != 0 {
+		t.Fatalf("GPIO21 level %d at start, want 0: the led (initial off) is driven against its pull-up", v)
+	}
 
 	// MQTT command -> level the kernel drives.
 	publish(t, url, "", "", "raspberry/led", []byte("1"))
@@ -117,6 +135,11 @@ func TestVMEndToEnd(t *testing.T) {
 	if v := simLevel(t, sysfs, 20); v != 0 {
 		t.Fatalf("active-low GPIO20 level %d after relay=ON, want 0", v)
 	}
+	publish(t, url, "", "", "raspberry/fan", []byte("1"))
+	sub.waitFor(t, "raspberry/fan/state", "1")
+	if v := simLevel(t, sysfs, 19); v != 1 {
+		t.Fatalf("GPIO19 level %d after fan=1", v)
+	}
 
 	// Kernel edge -> MQTT state, debounced in the kernel.
 	simPull(t, sysfs, 5, true)
@@ -124,22 +147,39 @@ func TestVMEndToEnd(t *testing.T) {
 	simPull(t, sysfs, 5, false)
 	sub.waitFor(t, "raspberry/door/state", "0")
 
-	// Restart: the relay (initial=restore) comes back on, the LED (off) does not.
-	// On shutdown outputs go to 0 and say so before the broker stops; once
-	// released, the kernel owns the level, so it is not checked here.
+	// Restart: the relay and the fan (initial=restore) come back on, the LED
+	// (initial off) does not. On shutdown outputs go to 0 and say so before
+	// the broker stops, then are released: the sim shows the pulls again.
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
 	sub.waitFor(t, "raspberry/relay/state", "0")
+	for off, up := range pulls {
+		want := 0
+		if up {
+			want = 1
+		}
+		if v := simLevel(t, sysfs, off); v != want {
+			t.Fatalf("released GPIO%d reads %d, want its pull's %d", off, v, want)
+		}
+	}
 	_, url = runVM(t, vmConfig(t, dataDir))
-	if v := simLevel(t, sysfs, 20); v != 0 {
-		t.Fatalf("relay level %d after restart, want 0 (on, active-low)", v)
+	for _, c := range []struct {
+		name      string
+		off, want int
+	}{
+		{"relay (on, active-low; pulled up)", 20, 0},
+		{"fan (on; pulled down)", 19, 1},
+		{"led (off; pulled up)", 21, 0},
+	} {
+		if v := simLevel(t, sysfs, c.off); v != c.want {
+			t.Fatalf("%s: GPIO%d level %d after restart, want %d", c.name, c.off, v, c.want)
+		}
 	}
-	if v := simLevel(t, sysfs, 21); v != 0 {
-		t.Fatalf("led level %d after restart, want 0", v)
+	for _, name := range []string{"relay", "fan"} {
+		topic := "raspberry/" + name + "/state"
+		newSubscriber(t, url, "", "", topic).waitFor(t, topic, "1")
 	}
-	sub2 := newSubscriber(t, url, "", "", "raspberry/relay/state")
-	sub2.waitFor(t, "raspberry/relay/state", "1")
 }
 
 // BenchmarkVMCommandToState times a command over TCP to its retained state

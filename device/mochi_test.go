@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -51,10 +52,17 @@ type mochiBroker struct {
 
 func newMochiBroker(t *testing.T, extra ...listeners.Listener) *mochiBroker {
 	t.Helper()
+	return newLoggedMochiBroker(t, io.Discard, extra...)
+}
+
+// newLoggedMochiBroker is newMochiBroker with Mochi's own log (its listeners' too) written to
+// log.
+func newLoggedMochiBroker(t *testing.T, log io.Writer, extra ...listeners.Listener) *mochiBroker {
+	t.Helper()
 	s := mochi.New(&mochi.Options{
 		InlineClient:           true,
 		Capabilities:           mochi.NewDefaultServerCapabilities(),
-		Logger:                 slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:                 slog.New(slog.NewTextHandler(log, nil)),
 		SysTopicResendInterval: 3600,
 	})
 	if err := s.AddHook(new(allowAll), nil); err != nil {
@@ -410,11 +418,7 @@ func (c *blackholeConn) Write(p []byte) (int, error) {
 // TestWebSocketMochi runs NetDialer's ws:// path against Mochi's WebSocket listener, a second
 // implementation beside mosquitto's.
 func TestWebSocketMochi(t *testing.T) {
-	// Mochi binds inside Serve's goroutine and only logs a conflict, so take a port that is
-	// free now and wait until it answers.
-	addr := "127.0.0.1:" + strconv.Itoa(mqtttest.FreePort(t))
-	b := newMochiBroker(t, listeners.NewWebsocket(listeners.Config{ID: "ws", Address: addr}))
-	mqtttest.WaitListening(t, addr)
+	b, addr, mochiLog := startMochiWebSocket(t)
 
 	dial, err := NetDialer("ws://"+addr, 5*time.Second)
 	if err != nil {
@@ -432,4 +436,37 @@ func TestWebSocketMochi(t *testing.T) {
 	pos = b.waitMsg(t, pos, "raspberry/led/state", "1")
 	closeDevice(t, d)
 	b.waitMsg(t, pos, "raspberry/status", `{"status": "Off"}`)
+	if strings.Contains(mochiLog.String(), mochiServeFailed) {
+		t.Fatalf("Mochi's WebSocket listener did not serve on %s (another server answered):\n%s", addr, mochiLog)
+	}
+}
+
+// mochiServeFailed is what Mochi's WebSocket listener logs when it cannot bind its address.
+const mochiServeFailed = "failed to serve"
+
+// startMochiWebSocket starts a Mochi broker with its stock WebSocket listener on 127.0.0.1 and
+// returns it with the listener's address and Mochi's log. That listener takes an address, not
+// a net.Listener, and binds it inside Serve's goroutine, reporting a conflict only in its log:
+// so its port is picked, and picked again when Mochi logs that another process took it.
+func startMochiWebSocket(t *testing.T) (*mochiBroker, string, *mqtttest.SyncBuffer) {
+	t.Helper()
+	var (
+		b    *mochiBroker
+		addr string
+		log  *mqtttest.SyncBuffer
+	)
+	mqtttest.WithPickedPorts(t, 1, func(ports []int) error {
+		log = &mqtttest.SyncBuffer{}
+		addr = "127.0.0.1:" + strconv.Itoa(ports[0])
+		b = newLoggedMochiBroker(t, log, listeners.NewWebsocket(listeners.Config{ID: "ws", Address: addr}))
+		return mqtttest.WaitServing(addr, func() error {
+			if strings.Contains(log.String(), mochiServeFailed) {
+				// The broker stays until the test's cleanup closes it: Mochi's Close
+				// must run once.
+				return fmt.Errorf("%w: Mochi's log:\n%s", mqtttest.ErrPortTaken, log)
+			}
+			return nil
+		})
+	})
+	return b, addr, log
 }

@@ -166,11 +166,12 @@ func TestMosquittoTCP(t *testing.T) {
 }
 
 // TestMosquittoDownAtStart: the broker is not running when the device starts; Start returns
-// anyway and the device connects once mosquitto comes up.
+// anyway and the device connects once mosquitto comes up. The device is given a relay's
+// address, which refuses it until mosquitto runs (on ports of its own, picked and retried).
 func TestMosquittoDownAtStart(t *testing.T) {
 	t.Parallel()
-	port := mqtttest.FreePort(t)
-	dial, err := NetDialer("mqtt://127.0.0.1:"+strconv.Itoa(port), 5*time.Second)
+	relay := mqtttest.NewRelay(t)
+	dial, err := NetDialer("mqtt://"+relay.Addr(), 5*time.Second)
 	if err != nil {
 		t.Fatalf("NetDialer: %v", err)
 	}
@@ -182,7 +183,8 @@ func TestMosquittoDownAtStart(t *testing.T) {
 	}
 	logs.waitMsg(t, 0, "cannot connect to broker, retrying in the background")
 
-	startMosquitto(t, mqtttest.MosquittoConfig{Port: port})
+	port := startMosquitto(t, mqtttest.MosquittoConfig{}).Port
+	relay.Forward("127.0.0.1:" + strconv.Itoa(port))
 	logs.waitMsg(t, 0, "status published")
 	if got := mosquittoSubOne(t, port, "raspberry/status"); got != `{"status": "On"}` {
 		t.Fatalf("retained status = %q", got)

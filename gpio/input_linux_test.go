@@ -14,7 +14,7 @@ import (
 	"github.com/warthog618/go-gpiocdev"
 )
 
-// Real-kernel input tests (inside ../shared/gpio-vm, see linux_test.go).
+// Real-kernel input tests (inside the project's VM, see linux_test.go).
 // Each test uses lines of its own and first sets the gpio-sim pull of the
 // lines it reads, since the pull outlives a request.
 
@@ -499,7 +499,7 @@ func TestInputNoAuto(t *testing.T) {
 func benchKernelEdge(b *testing.B) {
 	dev := os.Getenv("GPIOSIM_CHIP")
 	if dev == "" {
-		b.Skip("needs a gpio-sim chip: runs inside ../shared/gpio-vm (CI does)")
+		b.Skip(needsVM)
 	}
 	const off = 16
 	c := simChip{sysfs: os.Getenv("GPIOSIM_SYSFS")}

@@ -20,10 +20,16 @@ import (
 	"github.com/warthog618/go-gpiosim"
 )
 
-// The real-kernel tests below run inside ../shared/gpio-vm (see .ci/gpio-vm),
-// as root, against the prepared gpio-sim chip: label gpio-vm-sim, lines
-// named GPIO0..GPIO31, so GPIO21 is offset 21 as on a Pi. Extra chips made
-// with go-gpiosim use line names of their own.
+// The real-kernel tests below run inside the project's QEMU VM
+// (.ci/vm/run-in-vm.sh, driven by .ci/gpio-vm; .ci/test runs both), as
+// root, against the prepared gpio-sim chip: label gpio-vm-sim, lines named
+// GPIO0..GPIO31, so GPIO21 is offset 21 as on a Pi. Extra chips made with
+// go-gpiosim use line names of their own.
+
+// needsVM is the skip message of the tests that need a gpio-sim chip. They
+// skip only when GPIOSIM_CHIP is unset; .ci/test allows that on the host
+// and .ci/gpio-vm fails on any skip inside the VM.
+const needsVM = "needs a gpio-sim chip: runs inside the VM of .ci/vm/run-in-vm.sh (.ci/test and CI run it: .ci/gpio-vm)"
 
 // permHelperEnv makes the test binary run permHelper instead of the tests:
 // TestPermissionDenied starts it as an unprivileged user.
@@ -40,7 +46,7 @@ func needSimChip(t *testing.T) string {
 	t.Helper()
 	dev := os.Getenv("GPIOSIM_CHIP")
 	if dev == "" {
-		t.Skip("needs a gpio-sim chip: runs inside ../shared/gpio-vm (CI does)")
+		t.Skip(needsVM)
 	}
 	return dev
 }
@@ -538,7 +544,7 @@ func permHelper() int {
 
 func benchKernelLine(b *testing.B) {
 	if os.Getenv("GPIOSIM_CHIP") == "" {
-		b.Skip("needs a gpio-sim chip: runs inside ../shared/gpio-vm (CI does)")
+		b.Skip(needsVM)
 	}
 	out, err := OpenOutput("GPIO21", WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
@@ -552,7 +558,7 @@ func benchKernelLine(b *testing.B) {
 func BenchmarkGpiocdevSetValue(b *testing.B) {
 	dev := os.Getenv("GPIOSIM_CHIP")
 	if dev == "" {
-		b.Skip("needs a gpio-sim chip: runs inside ../shared/gpio-vm (CI does)")
+		b.Skip(needsVM)
 	}
 	l, err := gpiocdev.RequestLine(dev, 21, gpiocdev.AsOutput(0))
 	if err != nil {
