@@ -29,9 +29,15 @@ const fileMode = 0o600
 // when the process is allowed to. A symbolic link at path is followed and
 // the file it points to is replaced. Concurrent writers are not locked out:
 // the last rename wins.
+//
+// A path that cannot be written fails before anything is written, with the errors of
+// CheckPasswordFile.
 func SetPassword(path, username, password string, create bool) error {
 	if err := ValidateUsername(username); err != nil {
 		return fmt.Errorf("set password in %s: %w", path, err)
+	}
+	if err := CheckPasswordFile(path, create); err != nil {
+		return err
 	}
 	hash, err := HashPassword(password)
 	if err != nil {
@@ -92,10 +98,14 @@ func SetPassword(path, username, password string, create bool) error {
 // like `mosquitto_passwd -D path username`, keeping all other lines byte for
 // byte. If the user has no line, it returns an error wrapping
 // ErrUserNotFound and leaves the file untouched. The file is replaced the
-// way SetPassword replaces it.
+// way SetPassword replaces it, and a path that cannot be written fails
+// first with the errors of CheckPasswordFile.
 func DeleteUser(path, username string) error {
 	if err := ValidateUsername(username); err != nil {
 		return fmt.Errorf("delete user from %s: %w", path, err)
+	}
+	if err := checkPasswordFile(path, false, false); err != nil {
+		return err
 	}
 	target, err := resolve(path, false)
 	if err != nil {

@@ -11,10 +11,11 @@ import (
 )
 
 // ReadPasswordTwice asks for a password twice, like mosquitto_passwd,
-// writing the prompts "Password: " and "Reenter password: " to out. When in
-// is a terminal, typing is not echoed and Ctrl-C or Ctrl-D cancels with an
-// error (the terminal is restored either way). Otherwise one line is read
-// per prompt, so pipes and tests work. The password is validated (not
+// writing the prompts "Password: " and "Reenter password: " to out, each
+// ending its line once answered. When in is a terminal, typing is not
+// echoed and Ctrl-C or Ctrl-D cancels with an error (the terminal is
+// restored either way). Otherwise one line is read per prompt, so pipes
+// and tests work. The password is validated (not
 // empty, at most MaxPasswordLen bytes); if the two differ the error is
 // ErrPasswordMismatch.
 func ReadPasswordTwice(in *os.File, out io.Writer) (string, error) {
@@ -67,6 +68,11 @@ func terminalReader(fd int, in *os.File, out io.Writer) (lineReader, func(), err
 		if errors.Is(err, term.ErrPasteIndicator) {
 			err = nil
 		}
+		if err != nil {
+			// The terminal ends the line on Enter only; on Ctrl-C or Ctrl-D the error
+			// printed next would follow the prompt on its line. Raw mode: "\r\n".
+			_, _ = io.WriteString(out, "\r\n")
+		}
 		if errors.Is(err, io.EOF) {
 			return "", errors.New("cancelled")
 		}
@@ -83,11 +89,23 @@ func terminalReader(fd int, in *os.File, out io.Writer) (lineReader, func(), err
 
 // readLineNoTerminal reads one line a byte at a time: a buffered reader
 // would swallow input meant for whoever reads in after us. A final line
-// without a newline is accepted; "\r\n" endings are too.
+// without a newline is accepted; "\r\n" endings are too. The prompt's line
+// is ended once the line is read (or not): nothing echoes the input here,
+// so without it the prompts, and whatever follows, would run together on
+// one line.
 func readLineNoTerminal(in *os.File, out io.Writer, prompt string) (string, error) {
 	if _, err := io.WriteString(out, prompt); err != nil {
 		return "", fmt.Errorf("write prompt: %w", err)
 	}
+	line, err := readPasswordLine(in)
+	if _, werr := io.WriteString(out, "\n"); werr != nil && err == nil {
+		return "", fmt.Errorf("write prompt: %w", werr)
+	}
+	return line, err
+}
+
+// readPasswordLine is readLineNoTerminal's reading.
+func readPasswordLine(in *os.File) (string, error) {
 	var line []byte
 	var b [1]byte
 	for {

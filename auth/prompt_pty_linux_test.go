@@ -67,18 +67,24 @@ func echoOn(t *testing.T, f *os.File) bool {
 // typed may be echoed, Ctrl-C must cancel, and the terminal must get its
 // echo back whatever happens.
 func TestReadPasswordTwiceTerminal(t *testing.T) {
+	// Each prompt ends its line, answered or cancelled (raw mode: "\r\n").
+	const (
+		one  = "Password: \r\n"
+		both = "Password: \r\nReenter password: \r\n"
+	)
 	tests := []struct {
 		name    string
 		typed   string
 		want    string
 		wantErr string
+		out     string // the prompts written
 	}{
-		{name: "match", typed: "s3cret\rs3cret\r", want: "s3cret"},
-		{name: "backspace edits", typed: "s3crex\x7ft\rs3cret\r", want: "s3cret"},
-		{name: "mismatch", typed: "one\rtwo\r", wantErr: "passwords do not match"},
-		{name: "ctrl-c cancels", typed: "abc\x03", wantErr: "cancelled"},
-		{name: "ctrl-d cancels", typed: "\x04", wantErr: "cancelled"},
-		{name: "empty", typed: "\r", wantErr: "empty"},
+		{name: "match", typed: "s3cret\rs3cret\r", want: "s3cret", out: both},
+		{name: "backspace edits", typed: "s3crex\x7ft\rs3cret\r", want: "s3cret", out: both},
+		{name: "mismatch", typed: "one\rtwo\r", wantErr: "passwords do not match", out: both},
+		{name: "ctrl-c cancels", typed: "abc\x03", wantErr: "cancelled", out: one},
+		{name: "ctrl-d cancels", typed: "\x04", wantErr: "cancelled", out: one},
+		{name: "empty", typed: "\r", wantErr: "empty", out: one},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,8 +133,8 @@ func TestReadPasswordTwiceTerminal(t *testing.T) {
 			if !echoOn(t, slave) {
 				t.Error("terminal echo not restored")
 			}
-			if !strings.HasPrefix(out.String(), "Password: ") {
-				t.Errorf("prompt output = %q", out.String())
+			if out.String() != tt.out {
+				t.Errorf("prompt output = %q, want %q", out.String(), tt.out)
 			}
 			// Anything the terminal echoed would now be readable on the
 			// master side; the deadline bounds the wait for its absence.
