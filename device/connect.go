@@ -151,6 +151,11 @@ func (d *Device) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 // SUBSCRIBE; the status On and then every state follow from the publisher goroutine.
 func (d *Device) onConnect(c mqtt.Client) {
 	d.log.Info("connected to broker", "client_id", d.clientID)
+	// A round still pending from a connection that died before it ran must not close Ready
+	// before this connection's SUBACK.
+	d.flagsMu.Lock()
+	d.readyArm = false
+	d.flagsMu.Unlock()
 	ctx, cancel := context.WithTimeout(d.ctx, ackTimeout)
 	defer cancel()
 
