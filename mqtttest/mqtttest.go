@@ -35,12 +35,21 @@ const WaitTimeout = 20 * time.Second
 //
 // "python3" resolves to /usr/bin/python3, Debian's interpreter, the one
 // python3-paho-mqtt is installed for, whatever else comes first in PATH.
+// A program not in PATH is also looked for in /usr/sbin and /sbin, where
+// Debian installs daemons such as mosquitto: a normal user's PATH lacks them.
 func RequireTool(t testing.TB, name, debianPackage string) string {
 	t.Helper()
 	if name == "python3" {
 		name = "/usr/bin/python3"
 	}
 	p, err := exec.LookPath(name)
+	if err != nil && !strings.Contains(name, "/") {
+		for _, dir := range []string{"/usr/sbin", "/sbin"} {
+			if sp, serr := exec.LookPath(filepath.Join(dir, name)); serr == nil {
+				return sp
+			}
+		}
+	}
 	if err != nil {
 		t.Fatalf("%s not found (%v): install the Debian package %s (apt-get install %s; .ci/test does)",
 			name, err, debianPackage, debianPackage)

@@ -46,6 +46,11 @@ func TestRequireTool(t *testing.T) {
 	if got := RequireTool(t, "python3", "python3-paho-mqtt"); got != "/usr/bin/python3" {
 		t.Errorf(`RequireTool("python3") = %q, want /usr/bin/python3`, got)
 	}
+	// A normal user's PATH on Debian has no /usr/sbin, where mosquitto is.
+	t.Setenv("PATH", "/usr/bin:/bin")
+	if got := RequireTool(t, "mosquitto", "mosquitto"); got != "/usr/sbin/mosquitto" {
+		t.Errorf(`RequireTool("mosquitto") without /usr/sbin in PATH = %q, want /usr/sbin/mosquitto`, got)
+	}
 	msg := fatalMessage(t, func(tb testing.TB) { RequireTool(tb, "no-such-tool-pimqtt", "some-package") })
 	if !strings.Contains(msg, "no-such-tool-pimqtt") || !strings.Contains(msg, "apt-get install some-package") {
 		t.Errorf("missing tool: Fatalf %q, want the tool and the Debian package named", msg)
