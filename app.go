@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/pimqtt/pimqtt/broker"
@@ -80,22 +81,34 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 	}()
 	cfg := m.Config
+	if cfg.ClientID == "" {
+		cfg.ClientID = device.DefaultClientID()
+	}
 	if cfg.Mode != ModeDevice {
-		m.broker, err = broker.New(broker.Options{
+		bopts := broker.Options{
 			Listeners:      cfg.Listeners,
 			PasswordFile:   cfg.PasswordFile,
 			AllowAnonymous: cfg.AllowAnonymous,
 			Limits:         cfg.Limits,
 			Logger:         m.Logger.With("component", "broker"),
-		})
-		if err != nil {
-			return err
 		}
+		if cfg.Mode == ModeAll {
+			// A network client presenting the device's id would take its
+			// session over and leave the LED deaf.
+			bopts.DeviceClientID = cfg.ClientID
+		}
+		m.broker, err = broker.New(bopts)
+		if err != nil {
+			return withPortHint(err)
+		}
+		// Start serves the in-memory listener only; network clients are
+		// let in by OpenNetwork, once the device is listening.
 		if err = m.broker.Start(); err != nil {
 			return err
 		}
 	}
 	if cfg.Mode == ModeBroker {
+		m.broker.OpenNetwork()
 		return nil
 	}
 
@@ -106,6 +119,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		ClientID:    cfg.ClientID,
 		StatusTopic: cfg.StatusTopic,
 		Logger:      devLog,
+		Hints: device.Hints{
+			Credentials: "--username and --password (or env PIMQTT_PASSWORD)",
+			ClientID:    "--client-id",
+		},
 	}
 	if opts.Outputs, opts.Inputs, err = m.openLines(devLog); err != nil {
 		return err
@@ -124,7 +141,46 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	devLog.Info("device starting", "broker", label, "outputs", len(opts.Outputs), "inputs", len(opts.Inputs))
-	return m.device.Start(ctx)
+	if err = m.device.Start(ctx); err != nil {
+		return err
+	}
+	if m.broker != nil {
+		m.openWhenReady(ctx, devLog)
+	}
+	return nil
+}
+
+// deviceReadyTimeout bounds how long the network listeners wait for the
+// in-process device; it only runs out when something is badly wrong.
+const deviceReadyTimeout = 5 * time.Second
+
+// openWhenReady opens the network listeners once the device has
+// subscribed to its command topics and published its retained status and
+// state, so that "listening" means "the LED obeys": a command sent the
+// moment the port answers is never lost. A device that is not ready in
+// time does not keep phones out; that is logged.
+func (m *Main) openWhenReady(ctx context.Context, log *slog.Logger) {
+	t := time.NewTimer(deviceReadyTimeout)
+	defer t.Stop()
+	select {
+	case <-m.device.Ready():
+	case <-t.C:
+		log.Warn("device not subscribed yet; opening the network listeners anyway, commands may be missed until it is",
+			"waited", deviceReadyTimeout)
+	case <-ctx.Done():
+	}
+	m.broker.OpenNetwork()
+}
+
+// withPortHint adds what a newcomer needs when a port is taken: on a
+// Debian or Raspberry Pi OS machine it is usually the mosquitto service,
+// which Debian starts as soon as the mosquitto package is installed.
+func withPortHint(err error) error {
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		return err
+	}
+	return fmt.Errorf("%w (another program listens there; if it is Debian's mosquitto service: "+
+		"sudo systemctl disable --now mosquitto, or choose other ports with --listen and --ws-listen)", err)
 }
 
 // openLines requests every configured line, restoring remembered output
@@ -138,7 +194,7 @@ func (m *Main) openLines(log *slog.Logger) ([]device.Output, []device.Input, err
 		if line == nil {
 			var err error
 			if line, err = gpio.OpenOutput(cfg.GPIO, gpio.WithLogger(log)); err != nil {
-				return nil, nil, fmt.Errorf("gpio: %w", err)
+				return nil, nil, fmt.Errorf("--gpio %s: %w", cfg.GPIO, err)
 			}
 		}
 		m.outputs["led"] = line
@@ -175,7 +231,13 @@ func (m *Main) openLines(log *slog.Logger) ([]device.Output, []device.Input, err
 			return nil, nil, fmt.Errorf("--input %s: %w", f.Name, err)
 		}
 		m.inputs = append(m.inputs, line)
-		inputs = append(inputs, device.Input{Name: f.Name, StateTopic: cfg.Prefix + "/" + f.Name + "/state", Line: line})
+		in := device.Input{Name: f.Name, StateTopic: cfg.Prefix + "/" + f.Name + "/state", Line: line}
+		if _, simulated := line.(device.Driver); simulated {
+			// Nothing outside moves a simulated input: MQTT clients play
+			// the button or the door there instead.
+			in.SimTopic = cfg.Prefix + "/" + f.Name + "/sim"
+		}
+		inputs = append(inputs, in)
 	}
 	return outputs, inputs, nil
 }

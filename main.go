@@ -13,6 +13,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -23,8 +25,9 @@ import (
 	"github.com/pimqtt/pimqtt/gpio"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version, when set at build time with -ldflags "-X main.version=...",
+// overrides the module version Go records in the binary.
+var version = ""
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
@@ -39,6 +42,9 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 		case "gpio":
 			if err := gpio.ListLines(stdout); err != nil {
 				fmt.Fprintln(stderr, "pimqtt:", err)
+				if errors.Is(err, gpio.ErrNoChip) {
+					fmt.Fprintln(stderr, "pimqtt: to run without GPIO hardware use --gpio sim (or NAME=sim in --output/--input)")
+				}
 				return 1
 			}
 			return 0
@@ -53,15 +59,20 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 		return 2
 	}
 
+	// Every signal pimqtt handles is caught before start-up begins: a
+	// SIGHUP from `systemctl reload` while the password file is still being
+	// read would otherwise end the process (Go's default for SIGHUP). A
+	// reload asked for during start-up is carried out once it is running.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	notifyReload(hup)
+	defer signal.Stop(hup)
 	m := &Main{Config: cfg, Logger: logger}
 	if err := m.Run(ctx); err != nil {
 		logger.Error("startup failed", "error", err)
 		return 1
 	}
-	hup := make(chan os.Signal, 1)
-	notifyReload(hup)
 	for ctx.Err() == nil {
 		select {
 		case <-hup:
@@ -80,6 +91,40 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 }
 
 var errVersionShown = errors.New("version shown")
+
+// versionString says what a bug report needs: the module version (or the
+// one set with -ldflags), the commit it was built from and whether the
+// tree had uncommitted changes, and the Go toolchain and target.
+func versionString() string {
+	v, rev, modified, goVersion := version, "", false, runtime.Version()
+	if info, ok := debug.ReadBuildInfo(); ok {
+		if v == "" {
+			v = info.Main.Version
+		}
+		goVersion = info.GoVersion
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				modified = s.Value == "true"
+			}
+		}
+	}
+	if v == "" {
+		v = "(devel)"
+	}
+	out := "pimqtt " + v
+	switch {
+	case rev != "" && modified:
+		out += " commit " + rev + " (modified)"
+	case rev != "":
+		out += " commit " + rev
+	default:
+		out += " commit unknown (built without version control information)"
+	}
+	return out + " " + goVersion + " " + runtime.GOOS + "/" + runtime.GOARCH
+}
 
 // defaultDataDir follows systemd's StateDirectory= when it is set.
 func defaultDataDir() string {
@@ -121,7 +166,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (Config, *slog.Logger, 
 	fs.DurationVar(&lim.MaxSessionExpiry, "max-session-expiry", lim.MaxSessionExpiry, "longest a disconnected client's session is kept")
 	fs.Uint16Var(&lim.MaxInflight, "max-inflight", lim.MaxInflight, "most unacknowledged QoS 1/2 messages per client")
 	fs.Int32Var(&lim.MaxQueued, "max-queued", lim.MaxQueued, "most messages waiting to be written to one client")
-	fs.DurationVar(&lim.MaxKeepAlive, "max-keepalive", lim.MaxKeepAlive, "longest keepalive granted (clients asking for none or more are held to it)")
+	fs.DurationVar(&lim.MaxKeepAlive, "max-keepalive", lim.MaxKeepAlive, "longest keepalive granted: MQTT 3.1.1 clients asking for more (or for none) are refused, MQTT 5 clients are told the maximum")
 	fs.IntVar(&lim.MaxTopicLength, "max-topic-length", lim.MaxTopicLength, "longest topic name or filter, in bytes")
 	fs.IntVar(&lim.MaxTopicLevels, "max-topic-levels", lim.MaxTopicLevels, "most '/'-separated levels in a topic")
 	fs.IntVar(&lim.MaxUserProperties, "max-user-properties", lim.MaxUserProperties, "most MQTT 5 user properties in one packet")
@@ -132,7 +177,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (Config, *slog.Logger, 
 		return cfg, nil, err
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, "pimqtt", version)
+		fmt.Fprintln(stdout, versionString())
 		return cfg, nil, errVersionShown
 	}
 	if err := cfg.Limits.Validate(); err != nil {
@@ -180,11 +225,37 @@ func parseFlags(args []string, stdout, stderr io.Writer) (Config, *slog.Logger, 
 		return cfg, nil, err
 	}
 	cfg.Listeners = listeners
-	if cfg.PasswordFile == "" {
-		logger.Warn("no --password-file: default listeners bind loopback only and anonymous clients are allowed there; " +
-			"for phones on the LAN make a password file with: pimqtt passwd -c /etc/pimqtt/passwd USER, then run with --password-file /etc/pimqtt/passwd")
-	}
+	logAccess(logger, cfg)
 	return cfg, logger, nil
+}
+
+// logAccess says once, in the terms of the flags, who may connect; the
+// broker then logs each address it actually bound.
+func logAccess(log *slog.Logger, cfg Config) {
+	addrs := make([]string, 0, len(cfg.Listeners))
+	loopbackOnly := true
+	for _, l := range cfg.Listeners {
+		addrs = append(addrs, l.Kind+" "+l.Addr)
+		host, _, _ := net.SplitHostPort(l.Addr)
+		loopbackOnly = loopbackOnly && isLoopback(host)
+	}
+	listeners := strings.Join(addrs, ", ")
+	switch {
+	case len(cfg.Listeners) == 0:
+		log.Warn("no listeners: only the in-process device can reach the broker")
+	case cfg.PasswordFile == "" && loopbackOnly:
+		log.Warn("no --password-file: listening on loopback only, where anyone on this machine may connect without a password",
+			"listeners", listeners,
+			"hint", "for phones on the LAN make a password file with: pimqtt passwd -c /etc/pimqtt/passwd USER, then run with --password-file /etc/pimqtt/passwd")
+	case cfg.PasswordFile == "":
+		log.Warn("--allow-anonymous without --password-file: anyone who can reach these listeners over the network may connect, publish and subscribe without a password",
+			"listeners", listeners)
+	case cfg.AllowAnonymous:
+		log.Warn("--allow-anonymous: clients without a user name may connect; a client that gives one must match the password file",
+			"listeners", listeners, "password_file", cfg.PasswordFile)
+	default:
+		log.Info("only users in the password file may connect", "listeners", listeners, "password_file", cfg.PasswordFile)
+	}
 }
 
 // listenerConfigs applies mosquitto 2.0's safe default: with no password
@@ -267,6 +338,13 @@ func runPasswd(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	if err := auth.ValidateUsername(user); err != nil && !*del {
 		fmt.Fprintln(stderr, "pimqtt passwd:", err)
 		return 1
+	}
+	if !*del {
+		// Before the prompts: a wrong path should not cost two passwords.
+		if err := auth.CheckPasswordFile(path, *create); err != nil {
+			fmt.Fprintln(stderr, "pimqtt passwd:", err)
+			return 1
+		}
 	}
 	var err error
 	switch {
