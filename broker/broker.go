@@ -39,6 +39,11 @@ type Options struct {
 	PasswordFile string
 	// AllowAnonymous lets clients connect without a user name.
 	AllowAnonymous bool
+	// DeviceClientID is the client id reserved for the in-process device
+	// on the in-memory listener: a client on a network listener that
+	// presents it is refused (CONNACK 0x85, MQTT 3.1.1: 2), as accepting
+	// it would take the device's session over. Empty reserves nothing.
+	DeviceClientID string
 	Limits         Limits
 	// ShutdownTimeout bounds Close; default 10 s.
 	ShutdownTimeout time.Duration
@@ -60,13 +65,30 @@ type Broker struct {
 	mem       *memListener
 	guard     *connGuard
 	addrs     []Addr
+	// network is closed by OpenNetwork; the network listeners accept
+	// only then.
+	network  chan struct{}
+	openOnce sync.Once
+	// counters log refusals, rate-limited; flushed every interval.
+	counters  []*rateLimitedCounter
+	stopFlush chan struct{}
+	startOnce sync.Once
 	closeOnce sync.Once
 	closeErr  error
 }
 
+// TCP keepalive on every accepted connection (TCP and WebSocket): a peer
+// that vanished (power cut, Wi-Fi gone) is found within about two
+// minutes (60 s idle, then 4 probes 15 s apart) even when its MQTT
+// keepalive is 0 or 18 hours, and its will is published.
+var tcpKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 60 * time.Second, Interval: 15 * time.Second, Count: 4}
+
 // New loads the password file, binds every listener and prepares the
-// server. Nothing is served until Start. A listener that cannot bind is an
-// error, and whatever was bound before it is released.
+// server. Nothing is served until Start, and nothing from the network
+// until OpenNetwork. A listener that cannot bind is an error that names
+// its kind and address and wraps the cause (errors.Is(err,
+// syscall.EADDRINUSE) for a port in use), and whatever was bound before
+// it is released.
 func New(opts Options) (*Broker, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -77,7 +99,12 @@ func New(opts Options) (*Broker, error) {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 10 * time.Second
 	}
-	b := &Broker{opts: opts, log: opts.Logger, mem: newMemListener()}
+	b := &Broker{opts: opts, log: opts.Logger, mem: newMemListener(), network: make(chan struct{}), stopFlush: make(chan struct{})}
+	counter := func(msg, countAttr, keyAttr string) *rateLimitedCounter {
+		c := newRateLimitedCounter(opts.Logger, msg, countAttr, keyAttr)
+		b.counters = append(b.counters, c)
+		return c
+	}
 	if opts.PasswordFile != "" {
 		if err := b.Reload(); err != nil {
 			return nil, err
@@ -92,17 +119,31 @@ func New(opts Options) (*Broker, error) {
 		// connection panicked, which Mochi's cleanup never reached.
 		InlineClient: true,
 	})
-	b.guard = &connGuard{limits: opts.Limits, onPanic: b.forgetClient, disconnectAll: b.disconnectListener}
+	b.guard = &connGuard{
+		limits:        opts.Limits,
+		refused:       counter("connections refused: too many have not sent CONNECT yet", "refused", ""),
+		onPanic:       b.forgetClient,
+		disconnectAll: b.disconnectListener,
+	}
 	if err := b.server.AddHook(&authHook{
 		server:          b.server,
 		passwords:       &b.passwords,
 		allowAnonymous:  opts.AllowAnonymous || opts.PasswordFile == "",
 		trustedListener: inMemory,
-		log:             opts.Logger,
+		deviceClientID:  opts.DeviceClientID,
+		badCredentials:  counter("auth failed: bad user name or password", "failures", "from"),
+		anonymous:       counter("auth failed: anonymous client refused", "failures", "from"),
+		reservedID:      counter("client refused: client id reserved for the in-process device", "refused", "from"),
 	}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add auth hook: %w", err)
 	}
-	if err := b.server.AddHook(&limitsHook{server: b.server, limits: opts.Limits, log: opts.Logger}, nil); err != nil {
+	if err := b.server.AddHook(&limitsHook{
+		server:          b.server,
+		limits:          opts.Limits,
+		trustedListener: inMemory,
+		refused:         counter("client refused: limit exceeded", "refused", "from"),
+		disconnected:    counter("client disconnected: limit exceeded", "disconnected", "from"),
+	}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add limits hook: %w", err)
 	}
 	if err := b.server.AddHook(&logHook{log: opts.Logger}, nil); err != nil {
@@ -115,8 +156,9 @@ func New(opts Options) (*Broker, error) {
 			_ = ln.Close()
 		}
 	}
+	listenConfig := net.ListenConfig{KeepAliveConfig: tcpKeepAlive}
 	for i, lc := range opts.Listeners {
-		tcp, err := net.Listen("tcp", lc.Addr)
+		tcp, err := listenConfig.Listen(context.Background(), "tcp", lc.Addr)
 		if err != nil {
 			if lc.Optional {
 				opts.Logger.Warn("listener skipped", "kind", lc.Kind, "addr", lc.Addr, "error", err)
@@ -137,13 +179,13 @@ func New(opts Options) (*Broker, error) {
 		}
 		bound = append(bound, ln)
 		id := fmt.Sprintf("%s%d", lc.Kind, i)
-		if err := b.server.AddListener(newConnListener(id, lc.Kind, ln, b.guard, opts.Logger)); err != nil {
+		if err := b.server.AddListener(newConnListener(id, lc.Kind, ln, b.guard, b.network, opts.Logger)); err != nil {
 			release()
 			return nil, fmt.Errorf("broker: add listener %s: %w", lc.Addr, err)
 		}
 		b.addrs = append(b.addrs, Addr{Kind: lc.Kind, Addr: ln.Addr()})
 	}
-	if err := b.server.AddListener(newConnListener(inMemory, inMemory, b.mem, b.guard, opts.Logger)); err != nil {
+	if err := b.server.AddListener(newConnListener(inMemory, inMemory, b.mem, b.guard, nil, opts.Logger)); err != nil {
 		release()
 		return nil, fmt.Errorf("broker: add in-memory listener: %w", err)
 	}
@@ -167,7 +209,13 @@ func (h minLevelHandler) Enabled(ctx context.Context, level slog.Level) bool {
 
 // Handle drops the "pk" attribute Mochi adds to packet errors: it is the
 // whole packet, payload included, and a client could fill the log with it.
+// It drops Mochi's warning about keepalives under 5 s too: it fires for
+// every client asking for none (0), which pimqtt accepts by design, and
+// names a client id of any length.
 func (h minLevelHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == mqtt.ErrMinimumKeepalive.Error() {
+		return nil
+	}
 	trimmed := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
 	r.Attrs(func(a slog.Attr) bool {
 		if a.Key != "pk" {
@@ -186,15 +234,62 @@ func (h minLevelHandler) WithGroup(name string) slog.Handler {
 	return minLevelHandler{Handler: h.Handler.WithGroup(name), min: h.min}
 }
 
-// Start serves every listener. It returns at once.
+// Start serves the in-memory listener, so the in-process device can
+// connect, subscribe and publish its state, and prepares the network
+// listeners, which accept only once OpenNetwork is called: until then a
+// network client's connection waits in the kernel's backlog, so what it
+// sends is served late, never lost. It returns at once.
 func (b *Broker) Start() error {
 	if err := b.server.Serve(); err != nil {
 		return fmt.Errorf("broker: serve: %w", err)
 	}
-	for _, a := range b.addrs {
-		b.log.Info("listening", "kind", a.Kind, "addr", a.Addr.String())
-	}
+	b.startOnce.Do(func() { go b.flushCounters() })
 	return nil
+}
+
+// OpenNetwork lets the network listeners accept connections and logs one
+// "listening" line per listener, with its kind, address and who may
+// connect on it. Calling it again does nothing.
+func (b *Broker) OpenNetwork() {
+	b.openOnce.Do(func() {
+		close(b.network)
+		for _, a := range b.addrs {
+			b.log.Info("listening", "kind", a.Kind, "addr", a.Addr.String(), "access", b.access(a.Addr))
+		}
+	})
+}
+
+// access says who may connect on a listener bound to addr.
+func (b *Broker) access(addr net.Addr) string {
+	who := "anyone on the network"
+	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsLoopback() {
+		who = "anyone on this machine"
+	}
+	switch {
+	case b.opts.PasswordFile == "":
+		return who + " (anonymous allowed)"
+	case b.opts.AllowAnonymous:
+		return fmt.Sprintf("users in %s, or %s without a user name (anonymous allowed)", b.opts.PasswordFile, who)
+	default:
+		return "users in " + b.opts.PasswordFile
+	}
+}
+
+// flushCounters logs the ends of refusal bursts every interval, until
+// Close.
+func (b *Broker) flushCounters() {
+	t := time.NewTicker(reportInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stopFlush:
+			return
+		case <-t.C:
+			for _, c := range b.counters {
+				c.flush()
+			}
+		}
+	}
 }
 
 // Addrs returns the bound listeners, in the order they were configured.
@@ -223,11 +318,13 @@ func (b *Broker) Reload() error {
 }
 
 // Close disconnects every client (their wills are sent) and stops the
-// listeners, giving up after Options.ShutdownTimeout so that a wedged
-// connection or an upstream deadlock cannot stop the process from exiting.
-// It is safe to call more than once.
+// listeners, whether OpenNetwork was called or not, giving up after
+// Options.ShutdownTimeout so that a wedged connection or an upstream
+// deadlock cannot stop the process from exiting. It is safe to call more
+// than once.
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
+		close(b.stopFlush)
 		done := make(chan error, 1)
 		go func() { done <- b.server.Close() }()
 		select {

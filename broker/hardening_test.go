@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -32,16 +33,23 @@ func startBroker(t testing.TB, limits Limits) (*Broker, string) {
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
 	}
+	b.OpenNetwork()
 	t.Cleanup(func() { _ = b.Close() })
 	return b, b.Addrs()[0].Addr.String()
 }
 
-// roundTrip checks that a normal client can connect, subscribe and get
-// its own message back.
+// roundTrip checks that a normal client can connect over TCP, subscribe
+// and get its own message back.
 func roundTrip(t testing.TB, addr string) {
 	t.Helper()
+	roundTripURL(t, "tcp://"+addr)
+}
+
+// roundTripURL is roundTrip for any broker URL paho takes (tcp://, ws://).
+func roundTripURL(t testing.TB, url string) {
+	t.Helper()
 	got := make(chan string, 1)
-	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(url).
 		SetClientID(fmt.Sprintf("normal-%d", time.Now().UnixNano())).
 		SetAutoReconnect(false).SetConnectTimeout(10 * time.Second))
 	if tok := c.Connect(); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
@@ -195,31 +203,37 @@ func TestOversizedConnectHeaderRefused(t *testing.T) {
 	roundTrip(t, addr)
 }
 
+// TestKeepAliveBounded: under a MaxKeepAlive of 2 s, an MQTT 5 client
+// asking for no keepalive is told 2 s in CONNACK and, once silent, is
+// disconnected after 1.5x that; a 3.1.1 client, which cannot be told, is
+// refused (CONNACK 2) rather than held to a keepalive it never agreed to.
 func TestKeepAliveBounded(t *testing.T) {
 	limits := DefaultLimits()
 	limits.MaxKeepAlive = 2 * time.Second
 	_, addr := startBroker(t, limits)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
+
+	v5 := dialRaw(t, addr, 5)
+	defer v5.close()
+	if err := v5.write(pk(connect5 + "02 H0 00 s'idler5'")); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	// MQTT 3.1.1 CONNECT, clean session, keepalive 0 ("never time out").
-	connect := []byte{0x10, 0x12, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x04, 0x02, 0x00, 0x00, 0x00, 0x06, 'i', 'd', 'l', 'e', 'r', '1'}
-	if _, err := c.Write(connect); err != nil {
-		t.Fatal(err)
+	ack := v5.expect("CONNACK 0x00")
+	if ka, ok := connackProps(t, ack)[0x13]; !ok || binary.BigEndian.Uint16(ka) != 2 {
+		t.Fatalf("CONNACK % x: want Server Keep Alive 2", ack.body)
 	}
-	ack := make([]byte, 4)
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadFull(c, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
-		t.Fatalf("CONNACK %x, %v", ack, err)
-	}
-	// Held to 2 s, the silent client is disconnected after 1.5x that.
 	start := time.Now()
-	waitClosed(t, c, 10*time.Second)
-	if d := time.Since(start); d < 2*time.Second {
-		t.Fatalf("disconnected after %v, before the granted keepalive", d)
+	waitClosed(t, v5.conn, 10*time.Second)
+	if d := time.Since(start); d < 3*time.Second {
+		t.Fatalf("disconnected after %v, before 1.5x the granted keepalive", d)
 	}
+
+	v4 := dialRaw(t, addr, 4)
+	defer v4.close()
+	if err := v4.write(pk(connect4 + "02 H0 s'idler4'")); err != nil {
+		t.Fatal(err)
+	}
+	v4.expect("CONNACK 0x02")
+	v4.expectClosed()
 }
 
 func TestCloseUnderConnectionChurn(t *testing.T) {
@@ -237,6 +251,7 @@ func TestCloseUnderConnectionChurn(t *testing.T) {
 		if err := b.Start(); err != nil {
 			t.Fatal(err)
 		}
+		b.OpenNetwork()
 		addr := b.Addrs()[0].Addr.String()
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
@@ -343,6 +358,7 @@ func TestWebSocketHandshakesCountAsPending(t *testing.T) {
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
 	}
+	b.OpenNetwork()
 	defer b.Close()
 	addr := b.Addrs()[0].Addr.String()
 	silent := dialSilent(t, addr, 10)

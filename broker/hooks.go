@@ -2,7 +2,9 @@ package broker
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
+	"net"
 	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -22,7 +24,14 @@ type authHook struct {
 	passwords       *atomic.Pointer[auth.Passwords]
 	allowAnonymous  bool
 	trustedListener string
-	log             *slog.Logger
+	// deviceClientID is reserved for clients of the trusted listener.
+	deviceClientID string
+	// Failures and refusals are logged per remote address, at most once
+	// per interval each, with a count: a password-guessing loop must not
+	// flood the log.
+	badCredentials *rateLimitedCounter
+	anonymous      *rateLimitedCounter
+	reservedID     *rateLimitedCounter
 }
 
 func (h *authHook) ID() string { return "pimqtt-auth" }
@@ -31,27 +40,43 @@ func (h *authHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
 }
 
-// Refusal codes. Mochi maps "bad user name or password" to 3.1.1's code 5
-// and sends MQTT 5's 0x87 unmapped to 3.1.1 clients, so pimqtt answers
-// refusals itself with the codes the spec and the seed's paho client use.
+// MQTT 3.1.1 refusal codes. Mochi maps "bad user name or password" to
+// 3.1.1's code 5 and sends MQTT 5 codes it has no mapping for unchanged
+// to 3.1.1 clients, so pimqtt chooses the 3.1.1 code of every refusal
+// itself, with the codes the spec and the seed's paho client use.
 var (
-	badCredentialsV3 = packets.Code{Code: 0x04, Reason: "bad user name or password"}
-	notAuthorizedV3  = packets.Code{Code: 0x05, Reason: "not authorized"}
+	identifierRejectedV3 = packets.Code{Code: 0x02, Reason: "identifier rejected"}
+	serverUnavailableV3  = packets.Code{Code: 0x03, Reason: "server unavailable"}
+	badCredentialsV3     = packets.Code{Code: 0x04, Reason: "bad user name or password"}
+	notAuthorizedV3      = packets.Code{Code: 0x05, Reason: "not authorized"}
 )
 
 // OnConnect decides whether the client may connect and, if not, sends the
 // refusal: a wrong user name or password gets 4 (MQTT 5: 0x86), an
-// anonymous client when anonymous access is off gets 5 (0x87).
+// anonymous client when anonymous access is off gets 5 (0x87), and a
+// network client presenting the device's client id gets 2 (0x85), since
+// accepting it would take the device's session over.
 func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if cl.Net.Listener == h.trustedListener {
 		return nil
 	}
+	if err := h.checkCredentials(cl, pk); err != nil {
+		return err
+	}
+	if h.deviceClientID != "" && cl.ID == h.deviceClientID {
+		h.reservedID.add(remoteHost(cl.Net.Remote), clientAttrs(cl, "")...)
+		return refuseConnect(h.server, cl, identifierRejectedV3, packets.ErrClientIdentifierNotValid)
+	}
+	return nil
+}
+
+func (h *authHook) checkCredentials(cl *mqtt.Client, pk packets.Packet) error {
 	if !pk.Connect.UsernameFlag {
 		if h.allowAnonymous {
 			return nil
 		}
-		h.log.Warn("auth failed: anonymous client refused", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
-		return h.refuse(cl, notAuthorizedV3, packets.ErrNotAuthorized)
+		h.anonymous.add(remoteHost(cl.Net.Remote), clientAttrs(cl, "")...)
+		return refuseConnect(h.server, cl, notAuthorizedV3, packets.ErrNotAuthorized)
 	}
 	pw := h.passwords.Load()
 	if pw == nil {
@@ -64,19 +89,44 @@ func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if pw.Check(user, string(pk.Connect.Password)) {
 		return nil
 	}
-	h.log.Warn("auth failed: bad user name or password", "client", cl.ID, "user", user, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
-	return h.refuse(cl, badCredentialsV3, packets.ErrBadUsernameOrPassword)
+	// Never the password; the user name cut and escaped, since people
+	// type passwords there too.
+	h.badCredentials.add(remoteHost(cl.Net.Remote), clientAttrs(cl, user)...)
+	return refuseConnect(h.server, cl, badCredentialsV3, packets.ErrBadUsernameOrPassword)
 }
 
-func (h *authHook) refuse(cl *mqtt.Client, v3, v5 packets.Code) error {
+// refuseConnect sends a refusing CONNACK, v3 to MQTT 3.1.1 clients and v5
+// to MQTT 5 clients, and returns the error that makes Mochi close the
+// connection.
+func refuseConnect(server *mqtt.Server, cl *mqtt.Client, v3, v5 packets.Code) error {
 	code := v5
 	if cl.Properties.ProtocolVersion < 5 {
 		code = v3
 	}
-	if err := h.server.SendConnack(cl, code, false, nil); err != nil {
-		h.log.Debug("could not send CONNACK", "client", cl.ID, "error", err)
+	if err := server.SendConnack(cl, code, false, nil); err != nil {
+		return fmt.Errorf("%s; the CONNACK saying so failed: %w", v5.Reason, err)
 	}
 	return v5
+}
+
+// clientAttrs describes a client for a log line: its client id and user
+// name (both chosen by the client, so cut and escaped), remote address
+// and listener.
+func clientAttrs(cl *mqtt.Client, user string) []any {
+	attrs := clientTextAttrs("client", cl.ID)
+	if user != "" {
+		attrs = append(attrs, clientTextAttrs("user", user)...)
+	}
+	return append(attrs, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
+}
+
+// remoteHost is the host part of a remote address, the key refusals are
+// counted under: a client reconnects from a new port each time.
+func remoteHost(remote string) string {
+	if host, _, err := net.SplitHostPort(remote); err == nil {
+		return host
+	}
+	return remote
 }
 
 // OnConnectAuthenticate lets through every client that reached it: Mochi
@@ -100,12 +150,12 @@ func (h *logHook) Provides(b byte) bool {
 }
 
 func (h *logHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
-	h.log.Info("client connected", "client", cl.ID, "user", string(cl.Properties.Username),
-		"remote", cl.Net.Remote, "listener", cl.Net.Listener, "protocol", cl.Properties.ProtocolVersion)
+	h.log.Info("client connected", append(clientAttrs(cl, string(cl.Properties.Username)),
+		"protocol", cl.Properties.ProtocolVersion, "keepalive", cl.State.Keepalive)...)
 }
 
 func (h *logHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
-	h.log.Info("client disconnected", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener, "reason", errText(err))
+	h.log.Info("client disconnected", append(clientAttrs(cl, ""), "reason", errText(err))...)
 }
 
 func errText(err error) string {

@@ -1,9 +1,8 @@
 package broker
 
 import (
-	"errors"
 	"fmt"
-	"log/slog"
+	"math"
 	"strings"
 	"time"
 
@@ -24,7 +23,9 @@ type Limits struct {
 	MaxConnectSize uint32
 	// ConnectTimeout is how long a new connection may take to send CONNECT.
 	ConnectTimeout time.Duration
-	// MaxClients bounds the number of connected clients.
+	// MaxClients bounds the number of clients connected over the network
+	// listeners; more get "server unavailable" (MQTT 5: "server busy").
+	// The in-process device is not counted, so it always gets in.
 	MaxClients int64
 	// MaxPendingConnections bounds connections that have not finished
 	// CONNECT yet, across all listeners; more are closed at once.
@@ -36,8 +37,14 @@ type Limits struct {
 	MaxInflight uint16
 	// MaxQueued bounds messages waiting to be written to one client.
 	MaxQueued int32
-	// MaxKeepAlive is the longest keepalive granted; clients asking for more,
-	// or for none (0), are held to it (MQTT 5 clients are told so).
+	// MaxKeepAlive is the longest keepalive a client may use, as
+	// mosquitto's max_keepalive: an MQTT 5 client asking for more, or for
+	// none (0), is held to it and told so in CONNACK (Server Keep Alive);
+	// an MQTT 3.1.1 client, which cannot be told, is refused (CONNACK 2,
+	// identifier rejected). 65535 s, the largest keepalive MQTT can
+	// express, accepts every 3.1.1 keepalive, 0 included. Connections
+	// whose keepalive never expires are still ended when the peer dies:
+	// the listeners turn TCP keepalive on.
 	MaxKeepAlive time.Duration
 	// MaxTopicLength bounds topic names and filters, in bytes.
 	MaxTopicLength int
@@ -58,7 +65,7 @@ func DefaultLimits() Limits {
 		MaxSessionExpiry:      24 * time.Hour,
 		MaxInflight:           256,
 		MaxQueued:             1024,
-		MaxKeepAlive:          10 * time.Minute,
+		MaxKeepAlive:          65535 * time.Second,
 		MaxTopicLength:        1024,
 		MaxTopicLevels:        32,
 		MaxUserProperties:     32,
@@ -74,16 +81,24 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("--max-connect-size %d: must be from 64 bytes to --max-packet-size", l.MaxConnectSize)
 	case l.ConnectTimeout <= 0:
 		return fmt.Errorf("--connect-timeout %v: must be positive", l.ConnectTimeout)
-	case l.MaxClients < 1 || l.MaxPendingConnections < 1:
-		return errors.New("--max-clients and --max-pending must be at least 1")
+	case l.MaxClients < 1:
+		return fmt.Errorf("--max-clients %d: must be at least 1", l.MaxClients)
+	case l.MaxPendingConnections < 1:
+		return fmt.Errorf("--max-pending %d: must be at least 1", l.MaxPendingConnections)
 	case l.MaxSessionExpiry < 0 || l.MaxSessionExpiry/time.Second > 1<<32-1:
 		return fmt.Errorf("--max-session-expiry %v: must be from 0 to 136 years", l.MaxSessionExpiry)
-	case l.MaxInflight < 1 || l.MaxQueued < 1:
-		return errors.New("--max-inflight and --max-queued must be at least 1")
+	case l.MaxInflight < 1:
+		return fmt.Errorf("--max-inflight %d: must be at least 1", l.MaxInflight)
+	case l.MaxQueued < 1:
+		return fmt.Errorf("--max-queued %d: must be at least 1", l.MaxQueued)
 	case l.MaxKeepAlive < time.Second || l.MaxKeepAlive > 65535*time.Second:
-		return fmt.Errorf("--max-keepalive %v: must be from 1s to 65535s", l.MaxKeepAlive)
-	case l.MaxTopicLength < 1 || l.MaxTopicLevels < 1 || l.MaxUserProperties < 0:
-		return errors.New("--max-topic-length and --max-topic-levels must be at least 1, --max-user-properties at least 0")
+		return fmt.Errorf("--max-keepalive %v: must be from 1s to 65535s (65535s accepts every keepalive)", l.MaxKeepAlive)
+	case l.MaxTopicLength < 1:
+		return fmt.Errorf("--max-topic-length %d: must be at least 1", l.MaxTopicLength)
+	case l.MaxTopicLevels < 1:
+		return fmt.Errorf("--max-topic-levels %d: must be at least 1", l.MaxTopicLevels)
+	case l.MaxUserProperties < 0:
+		return fmt.Errorf("--max-user-properties %d: must be at least 0", l.MaxUserProperties)
 	}
 	return nil
 }
@@ -96,7 +111,9 @@ func (l Limits) capabilities() *mqtt.Capabilities {
 	// clients can still set their own expiry.
 	caps.MaximumMessageExpiryInterval = 0
 	caps.MaximumPacketSize = l.MaxPacketSize
-	caps.MaximumClients = l.MaxClients
+	// MaxClients is enforced by limitsHook, which does not count the
+	// in-process device; Mochi's own check counts every client.
+	caps.MaximumClients = math.MaxInt64
 	caps.MaximumSessionExpiryInterval = uint32(l.MaxSessionExpiry / time.Second)
 	caps.MaximumInflight = l.MaxInflight
 	caps.ReceiveMaximum = l.MaxInflight
@@ -112,7 +129,12 @@ type limitsHook struct {
 	mqtt.HookBase
 	server *mqtt.Server
 	limits Limits
-	log    *slog.Logger
+	// trustedListener's clients (the device) are exempt from MaxClients
+	// and from the 3.1.1 keepalive refusal.
+	trustedListener string
+	// refused and disconnected log per remote address, rate-limited.
+	refused      *rateLimitedCounter
+	disconnected *rateLimitedCounter
 }
 
 func (h *limitsHook) ID() string { return "pimqtt-limits" }
@@ -131,65 +153,113 @@ func (h *limitsHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.
 	return pk
 }
 
-// OnConnect bounds the keepalive: a client asking for none would keep a
-// dead TCP connection (and its session) forever.
+// OnConnect refuses a CONNECT over the limits (too many user properties,
+// a will topic too long or too deep, a keepalive a 3.1.1 client cannot
+// be told about) with a CONNACK that says why, bounds the keepalive of
+// MQTT 5 clients, and takes one of Limits.MaxClients for a network client.
 func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
-	maxKA := uint16(h.limits.MaxKeepAlive / time.Second)
-	if cl.State.Keepalive == 0 || cl.State.Keepalive > maxKA {
-		cl.State.Keepalive = maxKA
-		// MQTT 5 clients learn the granted value from CONNACK's Server
-		// Keep Alive; 3.1.1 clients are simply disconnected after 1.5x it.
-		cl.State.ServerKeepalive = cl.Properties.ProtocolVersion == 5
+	trusted := cl.Net.Listener == h.trustedListener
+	// MQTT 3.1.1 has no code for "over a limit"; 5 ("not authorized") is
+	// what mosquitto answers for a will it does not accept, and it tells
+	// the user the refusal is the server's policy, not a network fault.
+	if n := len(pk.Properties.User); n > h.limits.MaxUserProperties {
+		return h.refuse(cl, notAuthorizedV3, packets.ErrImplementationSpecificError,
+			"too many user properties", "user_properties", n, "max_user_properties", h.limits.MaxUserProperties)
+	}
+	if pk.Connect.WillFlag {
+		if reason, n, limit, max := h.badTopic(pk.Connect.WillTopic); reason != "" {
+			return h.refuse(cl, notAuthorizedV3, packets.ErrTopicNameInvalid, "will "+reason, "size", n, limit, max)
+		}
+		if n := len(pk.Connect.WillProperties.User); n > h.limits.MaxUserProperties {
+			return h.refuse(cl, notAuthorizedV3, packets.ErrImplementationSpecificError,
+				"too many will user properties", "user_properties", n, "max_user_properties", h.limits.MaxUserProperties)
+		}
+	}
+
+	// Keepalive, as mosquitto does it: a 3.1.1 client cannot be told of
+	// another keepalive, so it gets the one it asked for or, over the
+	// limit, a refusal (identifier rejected) it can see; an MQTT 5 client
+	// is told the limit in CONNACK's Server Keep Alive. At 65535 s no
+	// 3.1.1 keepalive is over the limit, 0 ("never") included: dead
+	// peers are then found by TCP keepalive (see listenConfig).
+	maxKA := uint16(min(h.limits.MaxKeepAlive/time.Second, 65535))
+	if ka := cl.State.Keepalive; ka == 0 || ka > maxKA {
+		switch {
+		case cl.Properties.ProtocolVersion == 5:
+			cl.State.Keepalive = maxKA
+			cl.State.ServerKeepalive = true
+		case maxKA < 65535 && !trusted:
+			return h.refuse(cl, identifierRejectedV3, packets.ErrClientIdentifierNotValid,
+				"keepalive over the limit", "keepalive", ka, "max_keepalive", maxKA)
+		}
+	}
+
+	if trusted {
+		return nil
+	}
+	gc, ok := cl.Net.Conn.(*guardedConn)
+	// A client taking its own session over (a phone back before the
+	// broker noticed its old connection die) gets in even at the limit:
+	// the old connection is ended and gives its slot back.
+	existing, found := h.server.Clients.Get(cl.ID)
+	takeover := found && !existing.Closed()
+	if ok && !gc.takeClientSlot(takeover) {
+		return h.refuse(cl, serverUnavailableV3, packets.ErrServerBusy,
+			"too many clients", "max_clients", h.limits.MaxClients)
 	}
 	return nil
 }
 
+// refuse logs (rate-limited per remote address) and sends the refusal.
+func (h *limitsHook) refuse(cl *mqtt.Client, v3, v5 packets.Code, reason string, attrs ...any) error {
+	h.refused.add(remoteHost(cl.Net.Remote), append(append([]any{"reason", reason}, attrs...), clientAttrs(cl, "")...)...)
+	return refuseConnect(h.server, cl, v3, v5)
+}
+
 // OnPacketRead refuses topics and property lists that are legal but
 // absurd, the shapes of mosquitto's past CVEs (65,400 '/' levels, floods
-// of user properties), before Mochi indexes them.
+// of user properties), before Mochi indexes them. CONNECT is checked in
+// OnConnect, where a CONNACK can say why.
 func (h *limitsHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Connect {
+		return pk, nil
+	}
 	if n := len(pk.Properties.User); n > h.limits.MaxUserProperties {
-		return pk, h.disconnect(cl, packets.ErrImplementationSpecificError, "too many user properties", n)
+		return pk, h.disconnect(cl, packets.ErrImplementationSpecificError, "too many user properties",
+			"user_properties", n, "max_user_properties", h.limits.MaxUserProperties)
 	}
 	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		if pk.Connect.WillFlag {
-			if reason := h.badTopic(pk.Connect.WillTopic); reason != "" {
-				return pk, h.disconnect(cl, packets.ErrTopicNameInvalid, "will "+reason, len(pk.Connect.WillTopic))
-			}
-			if n := len(pk.Connect.WillProperties.User); n > h.limits.MaxUserProperties {
-				return pk, h.disconnect(cl, packets.ErrImplementationSpecificError, "too many will user properties", n)
-			}
-		}
 	case packets.Publish:
-		if reason := h.badTopic(pk.TopicName); reason != "" {
-			return pk, h.disconnect(cl, packets.ErrTopicNameInvalid, reason, len(pk.TopicName))
+		if reason, n, limit, max := h.badTopic(pk.TopicName); reason != "" {
+			return pk, h.disconnect(cl, packets.ErrTopicNameInvalid, reason, "size", n, limit, max)
 		}
 	case packets.Subscribe, packets.Unsubscribe:
 		for _, f := range pk.Filters {
-			if reason := h.badTopic(f.Filter); reason != "" {
-				return pk, h.disconnect(cl, packets.ErrTopicFilterInvalid, reason, len(f.Filter))
+			if reason, n, limit, max := h.badTopic(f.Filter); reason != "" {
+				return pk, h.disconnect(cl, packets.ErrTopicFilterInvalid, reason, "size", n, limit, max)
 			}
 		}
 	}
 	return pk, nil
 }
 
-func (h *limitsHook) badTopic(topic string) string {
+// badTopic says what is wrong with a topic, if anything: the reason, the
+// topic's size in bytes, and the limit's name and value.
+func (h *limitsHook) badTopic(topic string) (reason string, size int, limit string, max int) {
 	switch {
 	case len(topic) > h.limits.MaxTopicLength:
-		return "topic too long"
+		return "topic too long", len(topic), "max_topic_length", h.limits.MaxTopicLength
 	case strings.Count(topic, "/")+1 > h.limits.MaxTopicLevels:
-		return "too many topic levels"
+		return "too many topic levels", len(topic), "max_topic_levels", h.limits.MaxTopicLevels
 	}
-	return ""
+	return "", 0, "", 0
 }
 
 // disconnect tells an MQTT 5 client why (3.1.1 has no DISCONNECT from the
 // server) and returns the error that makes Mochi close the connection:
 // Mochi ignores every hook error from OnPacketRead except ErrRejectPacket.
-func (h *limitsHook) disconnect(cl *mqtt.Client, code packets.Code, reason string, size int) error {
-	h.log.Warn("client disconnected: limit exceeded", "client", cl.ID, "remote", cl.Net.Remote, "reason", reason, "size", size)
+func (h *limitsHook) disconnect(cl *mqtt.Client, code packets.Code, reason string, attrs ...any) error {
+	h.disconnected.add(remoteHost(cl.Net.Remote), append(append([]any{"reason", reason}, attrs...), clientAttrs(cl, "")...)...)
 	if cl.Properties.ProtocolVersion == 5 {
 		_ = h.server.DisconnectClient(cl, code)
 	}

@@ -18,8 +18,9 @@ import (
 // pipes) to Mochi's listener interface, adding what Mochi's own listeners
 // lack: a bound on connections that have not finished CONNECT, a deadline
 // and a size limit for CONNECT, containment of panics raised while serving
-// one connection, and a shutdown that closes every connection it accepted,
-// including those that never sent CONNECT.
+// one connection, a gate that holds network connections in the kernel's
+// backlog until the broker is ready for them, and a shutdown that closes
+// every connection it accepted, including those that never sent CONNECT.
 type connListener struct {
 	id       string
 	protocol string
@@ -27,8 +28,14 @@ type connListener struct {
 	guard    *connGuard
 	log      *slog.Logger
 	// trusted listeners (the in-memory one) are not counted against
-	// MaxPendingConnections, so an attack cannot lock the device out.
+	// MaxPendingConnections or MaxClients, so an attack cannot lock the
+	// device out.
 	trusted bool
+	// open is closed when the listener may accept; nil accepts at once.
+	// Until then connections wait in the kernel's backlog, so a client
+	// that connects early is served late rather than lost.
+	open <-chan struct{}
+	stop chan struct{} // closed by Close
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -41,7 +48,10 @@ type connGuard struct {
 	limits Limits
 	// pending counts connections whose CONNECT has not been read in full.
 	pending atomic.Int64
-	refused rateLimitedCounter
+	// clients counts network clients past CONNECT (Limits.MaxClients);
+	// the in-memory device is not counted.
+	clients atomic.Int64
+	refused *rateLimitedCounter
 	// onPanic cleans up after a connection whose goroutine panicked.
 	onPanic func(conn net.Conn)
 	// disconnectAll ends the clients of one listener on shutdown. Mochi's
@@ -51,7 +61,7 @@ type connGuard struct {
 	panics        atomic.Int64
 }
 
-func newConnListener(id, protocol string, ln net.Listener, guard *connGuard, log *slog.Logger) *connListener {
+func newConnListener(id, protocol string, ln net.Listener, guard *connGuard, open <-chan struct{}, log *slog.Logger) *connListener {
 	return &connListener{
 		id:       id,
 		protocol: protocol,
@@ -59,6 +69,8 @@ func newConnListener(id, protocol string, ln net.Listener, guard *connGuard, log
 		guard:    guard,
 		log:      log.With("listener", id),
 		trusted:  protocol == inMemory,
+		open:     open,
+		stop:     make(chan struct{}),
 		conns:    make(map[net.Conn]struct{}),
 	}
 }
@@ -75,8 +87,16 @@ func (l *connListener) Protocol() string { return l.protocol }
 // Init receives Mochi's logger; pimqtt's own logger was set at creation.
 func (l *connListener) Init(*slog.Logger) error { return nil }
 
-// Serve accepts connections until the listener is closed.
+// Serve waits for the listener to be opened, then accepts connections
+// until it is closed.
 func (l *connListener) Serve(establish listeners.EstablishFn) {
+	if l.open != nil {
+		select {
+		case <-l.open:
+		case <-l.stop:
+			return
+		}
+	}
 	for {
 		conn, err := l.ln.Accept()
 		if err != nil {
@@ -87,18 +107,11 @@ func (l *connListener) Serve(establish listeners.EstablishFn) {
 		}
 		if !l.trusted && l.guard.pending.Add(1) > l.guard.limits.MaxPendingConnections {
 			l.guard.pending.Add(-1)
-			if n := l.guard.refused.add(); n > 0 {
-				l.log.Warn("connections refused: too many have not sent CONNECT yet",
-					"refused", n, "max_pending", l.guard.limits.MaxPendingConnections, "remote", conn.RemoteAddr().String())
-			}
+			l.guard.refused.add("", "max_pending", l.guard.limits.MaxPendingConnections, "remote", conn.RemoteAddr().String())
 			_ = conn.Close()
 			continue
 		}
-		done := func() { l.guard.pending.Add(-1) }
-		if l.trusted {
-			done = func() {}
-		}
-		gc := &guardedConn{Conn: conn, maxFirst: l.guard.limits.MaxConnectSize, done: done}
+		gc := newGuardedConn(conn, l.guard, l.trusted)
 		if !l.track(gc) {
 			gc.release()
 			_ = conn.Close()
@@ -171,6 +184,7 @@ func (l *connListener) Close(listeners.CloseFn) {
 	if already {
 		return
 	}
+	close(l.stop)
 	_ = l.ln.Close()
 	l.guard.disconnectAll(l.id)
 	l.mu.Lock()
@@ -185,15 +199,12 @@ func (l *connListener) Close(listeners.CloseFn) {
 // HTTP upgrade as pending, like TCP connections that have not sent CONNECT,
 // so a flood of silent connections to the WebSocket port is bounded too.
 // Once upgraded, the connection is counted again by its connListener.
-func (g *connGuard) trackHandshake(log *slog.Logger) func(net.Conn, http.ConnState) {
+func (g *connGuard) trackHandshake() func(net.Conn, http.ConnState) {
 	return func(c net.Conn, s http.ConnState) {
 		switch s {
 		case http.StateNew:
 			if g.pending.Add(1) > g.limits.MaxPendingConnections {
-				if n := g.refused.add(); n > 0 {
-					log.Warn("connections refused: too many have not sent CONNECT yet",
-						"refused", n, "max_pending", g.limits.MaxPendingConnections, "remote", c.RemoteAddr().String())
-				}
+				g.refused.add("", "max_pending", g.limits.MaxPendingConnections, "remote", c.RemoteAddr().String())
 				_ = c.Close() // StateClosed follows and releases the count
 			}
 		case http.StateHijacked, http.StateClosed:
@@ -210,107 +221,153 @@ var errConnectTooLarge = errors.New("first packet larger than the CONNECT size l
 // more than the four bytes MQTT allows.
 var errMalformedLength = errors.New("first packet's remaining length is longer than 4 bytes")
 
-// guardedConn watches the first packet's fixed header as it streams past:
-// before the client is authenticated it may not claim more than maxFirst
-// bytes, because Mochi allocates the claimed length before reading it.
-// Once the first packet has been read in full, done is called and the
-// connection no longer counts as pending.
+// guardedConn is every connection the broker serves. It watches the first
+// packet's fixed header as it streams past: before the client is
+// authenticated it may not claim more than maxFirst bytes, because Mochi
+// allocates the claimed length before reading it; once the first packet
+// has been read in full the connection no longer counts as pending. It
+// holds the connection's client slot (Limits.MaxClients) until it ends.
 type guardedConn struct {
 	net.Conn
+	guard    *connGuard
 	maxFirst uint32
 
-	// Header state; only the read goroutine touches it.
-	headerBytes int    // bytes of the fixed header seen
-	remaining   uint64 // remaining length being decoded, then bytes left
-	multiplier  uint64
-	inBody      bool
-	finished    bool
+	in       packetScanner // the first packet; only the read goroutine touches it
+	finished bool
 
-	once sync.Once
-	done func()
+	pendingOnce sync.Once
+	pendingDone func()
+	slot        atomic.Bool // holds a client slot
 }
 
-// release marks the connection as no longer pending (idempotent).
-func (c *guardedConn) release() { c.once.Do(c.done) }
+func newGuardedConn(conn net.Conn, guard *connGuard, trusted bool) *guardedConn {
+	c := &guardedConn{Conn: conn, guard: guard, maxFirst: guard.limits.MaxConnectSize}
+	c.pendingDone = func() { guard.pending.Add(-1) }
+	if trusted {
+		c.pendingDone = func() {}
+	}
+	return c
+}
+
+// release marks the connection as no longer pending and gives back its
+// client slot (idempotent).
+func (c *guardedConn) release() {
+	c.pendingOnce.Do(c.pendingDone)
+	if c.slot.CompareAndSwap(true, false) {
+		c.guard.clients.Add(-1)
+	}
+}
+
+// takeClientSlot claims one of Limits.MaxClients for the connection until
+// it ends, or reports that all are taken; force claims one regardless.
+func (c *guardedConn) takeClientSlot(force bool) bool {
+	if c.slot.Load() {
+		return true
+	}
+	if c.guard.clients.Add(1) > c.guard.limits.MaxClients && !force {
+		c.guard.clients.Add(-1)
+		return false
+	}
+	c.slot.Store(true)
+	return true
+}
 
 func (c *guardedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if !c.finished && n > 0 {
-		if scanErr := c.scan(p[:n]); scanErr != nil {
+		if scanErr := c.scanFirst(p[:n]); scanErr != nil {
 			return 0, scanErr
 		}
 	}
 	return n, err
 }
 
-// scan follows the first packet: one type byte, a variable-length
-// remaining length (1-4 bytes), then that many bytes.
-func (c *guardedConn) scan(b []byte) error {
+// scanFirst follows the first packet and ends the pending state once it
+// has been read.
+func (c *guardedConn) scanFirst(b []byte) error {
 	for len(b) > 0 && !c.finished {
+		var ev scanEvent
+		var err error
+		b, ev, err = c.in.feed(b)
 		switch {
-		case c.inBody:
-			k := uint64(len(b))
-			if k >= c.remaining {
-				b = b[c.remaining:]
-				c.remaining = 0
-			} else {
-				c.remaining -= k
-				b = nil
-			}
-			if c.remaining == 0 {
-				c.finish()
-			}
-		case c.headerBytes == 0:
-			c.headerBytes, c.multiplier = 1, 1
-			b = b[1:]
-		default:
-			digit := b[0]
-			b = b[1:]
-			c.headerBytes++
-			c.remaining += uint64(digit&0x7f) * c.multiplier
-			c.multiplier *= 128
-			if digit&0x80 != 0 {
-				if c.headerBytes > 4 {
-					// Four length bytes and still more: malformed. Mochi
-					// accepts a fifth byte, so refuse it here.
-					return errMalformedLength
-				}
-				continue
-			}
-			if c.remaining > uint64(c.maxFirst) {
-				return fmt.Errorf("%w: %d > %d bytes", errConnectTooLarge, c.remaining, c.maxFirst)
-			}
-			c.inBody = true
-			if c.remaining == 0 {
-				c.finish()
-			}
+		case errors.Is(err, errLengthTooLong):
+			// Mochi accepts a fifth length byte, so refuse it here.
+			return errMalformedLength
+		case ev == scanLength && c.in.remaining > uint64(c.maxFirst):
+			return fmt.Errorf("%w: %d > %d bytes", errConnectTooLarge, c.in.remaining, c.maxFirst)
+		case ev == scanEnd:
+			c.finished = true
+			c.release()
 		}
 	}
 	return nil
 }
 
-func (c *guardedConn) finish() {
-	c.finished = true
-	c.release()
+// scanEvent is what packetScanner.feed stopped at.
+type scanEvent int
+
+const (
+	scanNone   scanEvent = iota // the input ran out
+	scanLength                  // a packet's remaining length is known
+	scanEnd                     // a packet has ended
+)
+
+// errLengthTooLong is a remaining length of more than 4 bytes.
+var errLengthTooLong = errors.New("remaining length longer than 4 bytes")
+
+// packetScanner follows MQTT packet boundaries in a byte stream without
+// buffering it: one type byte, a remaining length of 1-4 bytes, then that
+// many bytes.
+type packetScanner struct {
+	typ         byte   // the first byte of the current (or last) packet
+	headerBytes int    // bytes of the fixed header seen
+	remaining   uint64 // remaining length being decoded, then bytes left
+	multiplier  uint64
+	inBody      bool
 }
 
-// rateLimitedCounter counts events and says how many to report at most
-// once per interval, so an attack cannot flood the log.
-type rateLimitedCounter struct {
-	mu       sync.Mutex
-	count    int64
-	lastSaid time.Time
-}
-
-// add counts one event and returns the number to report now, or 0.
-func (r *rateLimitedCounter) add() int64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.count++
-	if time.Since(r.lastSaid) < 10*time.Second {
-		return 0
+// feed consumes b up to the next event and returns the rest.
+func (s *packetScanner) feed(b []byte) ([]byte, scanEvent, error) {
+	for len(b) > 0 {
+		switch {
+		case s.inBody:
+			k := uint64(len(b))
+			if k < s.remaining {
+				s.remaining -= k
+				return nil, scanNone, nil
+			}
+			b = b[s.remaining:]
+			s.endPacket()
+			return b, scanEnd, nil
+		case s.headerBytes == 0:
+			s.typ = b[0]
+			s.headerBytes, s.multiplier, s.remaining = 1, 1, 0
+			b = b[1:]
+		default:
+			digit := b[0]
+			b = b[1:]
+			s.headerBytes++
+			s.remaining += uint64(digit&0x7f) * s.multiplier
+			s.multiplier *= 128
+			if digit&0x80 != 0 {
+				if s.headerBytes > 4 {
+					return b, scanNone, errLengthTooLong
+				}
+				continue
+			}
+			s.inBody = true
+			if s.remaining == 0 {
+				s.endPacket()
+				// The length event comes first; the next feed reports
+				// nothing for an empty body, so report the end now.
+				return b, scanEnd, nil
+			}
+			return b, scanLength, nil
+		}
 	}
-	n := r.count
-	r.count, r.lastSaid = 0, time.Now()
-	return n
+	return nil, scanNone, nil
+}
+
+func (s *packetScanner) endPacket() {
+	s.headerBytes, s.remaining, s.inBody = 0, 0, false
 }

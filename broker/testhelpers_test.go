@@ -18,6 +18,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/pimqtt/pimqtt/wsnet"
 )
 
 // Helpers for the hostile-client tests (malformed_test.go, fuzz_test.go):
@@ -377,16 +381,26 @@ func (c *rawClient) write(b []byte) error {
 
 // next reads one packet. A closed connection (EOF, reset) is io.EOF.
 func (c *rawClient) next() (mqttPacket, error) {
+	p, err := c.nextRaw()
+	if err != nil {
+		return p, closedOr(err)
+	}
+	return p, nil
+}
+
+// nextRaw is next without mapping the ways a connection ends to io.EOF:
+// a reset stays ECONNRESET.
+func (c *rawClient) nextRaw() (mqttPacket, error) {
 	_ = c.conn.SetReadDeadline(time.Now().Add(replyTimeout))
 	h, err := c.r.ReadByte()
 	if err != nil {
-		return mqttPacket{}, closedOr(err)
+		return mqttPacket{}, err
 	}
 	n, mult := 0, 1
 	for i := 0; ; i++ {
 		d, err := c.r.ReadByte()
 		if err != nil {
-			return mqttPacket{}, closedOr(err)
+			return mqttPacket{}, err
 		}
 		n += int(d&0x7f) * mult
 		if d&0x80 == 0 {
@@ -402,7 +416,7 @@ func (c *rawClient) next() (mqttPacket, error) {
 	}
 	body := make([]byte, n)
 	if _, err := io.ReadFull(c.r, body); err != nil {
-		return mqttPacket{}, closedOr(err)
+		return mqttPacket{}, err
 	}
 	return mqttPacket{header: h, body: body}, nil
 }
@@ -578,6 +592,7 @@ func newHostileBroker(limits Limits, allowAnonymous bool) (*hostileBroker, error
 		_ = b.Close()
 		return nil, err
 	}
+	b.OpenNetwork()
 	hb := &hostileBroker{Broker: b, log: sink}
 	for _, a := range b.Addrs() {
 		if a.Kind == TCP {
@@ -652,4 +667,155 @@ func (hb *hostileBroker) mustConns(t testing.TB, n int) {
 func (hb *hostileBroker) mustIdle(t testing.TB) {
 	t.Helper()
 	hb.mustConns(t, 0)
+}
+
+// startTestBroker starts a broker with opts, logging at debug level to the
+// returned sink (opts.Logger is replaced), opens its network listeners
+// and closes it when the test ends.
+func startTestBroker(t testing.TB, opts Options) (*Broker, *logSink) {
+	t.Helper()
+	b, sink := newTestBroker(t, opts)
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	b.OpenNetwork()
+	return b, sink
+}
+
+// newTestBroker makes a broker as startTestBroker does, without starting
+// it; it is closed when the test ends.
+func newTestBroker(t testing.TB, opts Options) (*Broker, *logSink) {
+	t.Helper()
+	sink := &logSink{}
+	opts.Logger = slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return b, sink
+}
+
+// listenerAddr returns the address of the broker's first listener of kind.
+func listenerAddr(t testing.TB, b *Broker, kind string) string {
+	t.Helper()
+	for _, a := range b.Addrs() {
+		if a.Kind == kind {
+			return a.Addr.String()
+		}
+	}
+	t.Fatalf("no %s listener", kind)
+	return ""
+}
+
+// waitFor polls cond until it holds, failing the test after limit. It
+// watches a condition the broker changes as soon as it has done its
+// work, so it is not a sleep standing in for synchronisation.
+func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v", what, limit)
+		}
+		time.Sleep(time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// countLines counts the log lines holding s.
+func (s *logSink) countLines(sub string) int {
+	n := 0
+	for _, line := range strings.Split(s.since(0), "\n") {
+		if strings.Contains(line, sub) {
+			n++
+		}
+	}
+	return n
+}
+
+// connackProps returns the properties of an MQTT 5 CONNACK by identifier,
+// each with its raw value bytes.
+func connackProps(t testing.TB, ack mqttPacket) map[byte][]byte {
+	t.Helper()
+	b := ack.body
+	if len(b) < 3 {
+		t.Fatalf("CONNACK % x has no properties", b)
+	}
+	n, used, ok := readVarint(b[2:])
+	if !ok || 2+used+n > len(b) {
+		t.Fatalf("CONNACK % x: bad property length", b)
+	}
+	p := b[2+used : 2+used+n]
+	props := map[byte][]byte{}
+	for len(p) > 0 {
+		id := p[0]
+		p = p[1:]
+		var size int
+		switch id {
+		case 0x24, 0x25, 0x28, 0x29, 0x2A: // byte
+			size = 1
+		case 0x13, 0x21, 0x22: // two-byte integer
+			size = 2
+		case 0x11, 0x27: // four-byte integer
+			size = 4
+		case 0x12, 0x15, 0x16, 0x1A, 0x1C, 0x1F: // string or binary
+			if len(p) < 2 {
+				t.Fatalf("CONNACK % x: truncated property 0x%02x", b, id)
+			}
+			size = 2 + int(binary.BigEndian.Uint16(p))
+		case 0x26: // string pair
+			if len(p) < 2 {
+				t.Fatalf("CONNACK % x: truncated user property", b)
+			}
+			k := 2 + int(binary.BigEndian.Uint16(p))
+			if len(p) < k+2 {
+				t.Fatalf("CONNACK % x: truncated user property", b)
+			}
+			size = k + 2 + int(binary.BigEndian.Uint16(p[k:]))
+		default:
+			t.Fatalf("CONNACK % x: unknown property 0x%02x", b, id)
+		}
+		if len(p) < size {
+			t.Fatalf("CONNACK % x: truncated property 0x%02x", b, id)
+		}
+		props[id] = p[:size]
+		p = p[size:]
+	}
+	return props
+}
+
+// discardLogger logs nothing.
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// dialWebSocket opens an MQTT-over-WebSocket connection to addr.
+func dialWebSocket(ctx context.Context, addr string) (net.Conn, error) {
+	d := websocket.Dialer{Subprotocols: []string{wsnet.Subprotocol}, HandshakeTimeout: time.Second}
+	ws, _, err := d.DialContext(ctx, "ws://"+addr+"/mqtt", nil)
+	if err != nil {
+		return nil, err
+	}
+	return wsnet.New(ws), nil
+}
+
+// dialKind opens a raw connection to a TCP or WebSocket listener.
+func dialKind(t testing.TB, kind, addr string) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), replyTimeout)
+	defer cancel()
+	var c net.Conn
+	var err error
+	if kind == WebSocket {
+		c, err = dialWebSocket(ctx, addr)
+	} else {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, "tcp", addr)
+	}
+	if err != nil {
+		t.Fatalf("dial %s %s: %v", kind, addr, err)
+	}
+	return c
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 
 	"github.com/gorilla/websocket"
 
@@ -16,15 +17,23 @@ import (
 // upgrades served from a TCP listener the caller already bound, so a port
 // conflict is a startup error rather than a log line (Mochi's own WebSocket
 // listener binds inside its goroutine and only logs the failure).
+//
+// The HTTP server starts with the first Accept, so like a TCP listener it
+// leaves connections in the kernel's backlog until the broker opens it.
 type wsListener struct {
 	*connQueue
-	server   *http.Server
-	upgrader websocket.Upgrader
+	tcp       net.Listener
+	server    *http.Server
+	upgrader  websocket.Upgrader
+	log       *slog.Logger
+	startOnce sync.Once
 }
 
 func newWSListener(tcp net.Listener, guard *connGuard, log *slog.Logger) *wsListener {
 	l := &wsListener{
 		connQueue: newConnQueue(tcp.Addr()),
+		tcp:       tcp,
+		log:       log,
 		upgrader: websocket.Upgrader{
 			Subprotocols:    []string{wsnet.Subprotocol},
 			ReadBufferSize:  4096,
@@ -40,14 +49,23 @@ func newWSListener(tcp net.Listener, guard *connGuard, log *slog.Logger) *wsList
 		// connection that says nothing is closed.
 		ReadHeaderTimeout: guard.limits.ConnectTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		ConnState:         guard.trackHandshake(log),
+		ConnState:         guard.trackHandshake(),
 	}
-	go func() {
-		if err := l.server.Serve(tcp); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("websocket listener stopped", "addr", tcp.Addr().String(), "error", err)
-		}
-	}()
 	return l
+}
+
+// Accept starts the HTTP server on first use, then waits for the next
+// upgraded connection.
+func (l *wsListener) Accept() (net.Conn, error) {
+	l.startOnce.Do(func() {
+		go func() {
+			// After Close, Serve returns ErrServerClosed at once.
+			if err := l.server.Serve(l.tcp); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				l.log.Error("websocket listener stopped", "addr", l.tcp.Addr().String(), "error", err)
+			}
+		}()
+	})
+	return l.connQueue.Accept()
 }
 
 // upgrade accepts the WebSocket handshake on any path (clients use /mqtt,
@@ -61,8 +79,13 @@ func (l *wsListener) upgrade(w http.ResponseWriter, r *http.Request) {
 }
 
 // Close stops accepting and stops the HTTP server; upgraded connections
-// are closed by their owner.
+// are closed by their owner. The TCP listener is closed here too, since
+// the server never saw it if it never started.
 func (l *wsListener) Close() error {
 	_ = l.connQueue.Close()
-	return l.server.Close()
+	err := l.server.Close()
+	if cerr := l.tcp.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
+		err = cerr
+	}
+	return err
 }
