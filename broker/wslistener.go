@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -43,14 +44,27 @@ func newWSListener(tcp net.Listener, guard *connGuard, log *slog.Logger) *wsList
 			CheckOrigin: func(*http.Request) bool { return true },
 		},
 	}
+	t := guard.limits.ConnectTimeout
 	l.server = &http.Server{
 		Handler: http.HandlerFunc(l.upgrade),
 		// The handshake counts towards the CONNECT deadline's purpose: a
-		// connection that says nothing is closed.
-		ReadHeaderTimeout: guard.limits.ConnectTimeout,
+		// connection that says nothing, or dribbles a request or its
+		// body, is closed. net/http clears these deadlines when the
+		// upgrade hijacks the connection; from then on the CONNECT
+		// deadline applies.
+		ReadHeaderTimeout: t,
+		ReadTimeout:       t,
+		WriteTimeout:      t,
+		IdleTimeout:       t,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ConnState:         guard.trackHandshake(),
 	}
+	// Every request that is not an upgrade is answered with an error and
+	// "Connection: close", and the connection ends: a kept-alive
+	// connection would stay counted as pending (net/http has no deadline
+	// between requests without IdleTimeout), and a few dozen of them
+	// would lock every client out of every listener.
+	l.server.SetKeepAlivesEnabled(false)
 	return l
 }
 
@@ -73,7 +87,12 @@ func (l *wsListener) Accept() (net.Conn, error) {
 func (l *wsListener) upgrade(w http.ResponseWriter, r *http.Request) {
 	ws, err := l.upgrader.Upgrade(w, r, nil)
 	if err != nil {
-		return // the upgrader has already answered with an HTTP error
+		// The upgrader has answered with an HTTP error, and the
+		// connection ends (keep-alives are off). net/http would first
+		// read what is left of the request's body, up to 256 KiB, which
+		// a client may never send: stop reading now.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+		return
 	}
 	_ = l.offer(context.Background(), wsnet.New(ws))
 }
