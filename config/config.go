@@ -1,0 +1,399 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Config is pimqtt's whole configuration: what a TOML file, an imported
+// mosquitto.conf and the command line decide, in the shape of the file.
+// The zero value is not useful: start from [Default], [Load] or
+// [Command.Resolve].
+type Config struct {
+	// Mode is what runs: the broker, the device, or both.
+	Mode Mode `toml:"mode"`
+	// MosquittoConfig, when set, is a mosquitto.conf whose broker settings
+	// are imported under the file's own [broker] keys (see
+	// [ImportMosquitto]).
+	MosquittoConfig string `toml:"mosquitto_config,omitempty"`
+
+	Log    Log    `toml:"log"`
+	Broker Broker `toml:"broker"`
+	Device Device `toml:"device"`
+	// Outputs and Inputs are the named lines ([[output]], [[input]]; the
+	// --output and --input flags), with topics under Device.Prefix.
+	Outputs []Output `toml:"output,omitempty"`
+	Inputs  []Input  `toml:"input,omitempty"`
+
+	// origins says where each value that is not a default came from, so
+	// that errors found later (by Validate, or by the layer that opens a
+	// line) can point at the file position or the flag: see [Config.Wrap].
+	origins *origins
+}
+
+// Log is the [log] table.
+type Log struct {
+	Level LogLevel `toml:"level"`
+}
+
+// Broker is the [broker] table: what the embedded broker serves and to whom.
+type Broker struct {
+	// PasswordFile is a mosquitto password file; "" = none.
+	PasswordFile string `toml:"password_file"`
+	// AllowAnonymous lets clients without a user name connect on every
+	// listener.
+	AllowAnonymous bool `toml:"allow_anonymous"`
+	// Listeners are the network listeners. [Default] gives :1883 (mqtt)
+	// and :8083 (ws), marked Default; an explicit empty list (listener =
+	// []) means none: only the in-process device reaches the broker.
+	Listeners []Listener `toml:"listener"`
+	Limits    Limits     `toml:"limits"`
+}
+
+// Listener is one [[broker.listener]].
+type Listener struct {
+	// Address is host:port; an empty host means every interface.
+	Address string `toml:"address"`
+	// Kind is the protocol served: mqtt (MQTT over TCP) or ws (MQTT over
+	// WebSocket, any path). Omitted, it is mqtt, as in mosquitto.
+	Kind ListenerKind `toml:"kind"`
+	// TLS fields (certfile, keyfile, ...) come with the TLS issue.
+
+	// Default marks the listeners [Default] gives, which nobody asked for:
+	// without a password file pimqtt binds them to loopback only (the
+	// mosquitto 2.0 rule), while an explicit address is taken as given.
+	Default bool `toml:"-"`
+	// Optional marks a listener that may fail to bind without stopping
+	// pimqtt: the IPv6 loopback of mosquitto's local only mode, on a
+	// machine without IPv6.
+	Optional bool `toml:"-"`
+}
+
+// Limits is [broker.limits]: what clients can make the broker hold. The
+// meaning of each is that of the flag of the same name (see the
+// broker package's Limits).
+type Limits struct {
+	MaxPacketSize     uint32   `toml:"max_packet_size"`
+	MaxConnectSize    uint32   `toml:"max_connect_size"`
+	ConnectTimeout    Duration `toml:"connect_timeout"`
+	MaxClients        int64    `toml:"max_clients"`
+	MaxPending        int64    `toml:"max_pending"`
+	MaxSessionExpiry  Duration `toml:"max_session_expiry"`
+	MaxInflight       uint16   `toml:"max_inflight"`
+	MaxQueued         int32    `toml:"max_queued"`
+	MaxKeepAlive      Duration `toml:"max_keepalive"`
+	MaxTopicLength    int      `toml:"max_topic_length"`
+	MaxTopicLevels    int      `toml:"max_topic_levels"`
+	MaxUserProperties int      `toml:"max_user_properties"`
+}
+
+// Device is the [device] table: the MQTT client that drives the lines.
+type Device struct {
+	// Brokers are the URLs of the broker the device connects to in device
+	// mode (tcp://, mqtt://, ws://host:port/mqtt, mqtts://, wss://). Today
+	// the first is used; failover over the others comes later.
+	Brokers []string `toml:"broker"`
+	// Username is the device's user name at the broker.
+	Username string `toml:"username"`
+	// PasswordFile is a file whose first line is the device's password.
+	// The password itself is never a TOML key: see Password.
+	PasswordFile string `toml:"password_file"`
+	// Password is the device's password: from --password, else from the
+	// environment variable PIMQTT_PASSWORD, else from PasswordFile, read
+	// by [Command.Resolve] in device mode. Never written out.
+	Password string `toml:"-"`
+	// ClientID is the device's MQTT client id; "" = pimqtt-HOSTNAME.
+	ClientID string `toml:"client_id"`
+	// StatusTopic carries the retained {"status": "On"|"Off"} and the
+	// Last Will.
+	StatusTopic string `toml:"status_topic"`
+	// Topic and GPIO are the one-LED shorthand: an output named "led"
+	// taking commands on Topic (state on Topic/state), driving line GPIO.
+	// It is used when there are no named lines or when either key (or
+	// flag) is given: see [Config.UseShorthand].
+	Topic string `toml:"topic"`
+	GPIO  string `toml:"gpio"`
+	// Prefix is the topic prefix of named outputs and inputs.
+	Prefix string `toml:"prefix"`
+	// DataDir holds the state file that initial = "restore" reads.
+	DataDir string `toml:"data_dir"`
+
+	// shorthandSet records that topic or gpio was given explicitly.
+	shorthandSet bool
+}
+
+// Output is one [[output]]: a line the device drives, with the meaning of
+// an --output NAME=LINE[,active-low][,initial=off|on|restore] flag.
+type Output struct {
+	// Name is letters, digits, _ and -: commands arrive on PREFIX/NAME,
+	// the level is published retained on PREFIX/NAME/state.
+	Name string `toml:"name"`
+	// Line is a line spec: GPIO21, J8p40, pin40, gpiochip0:21, sim, auto.
+	Line      string  `toml:"line"`
+	ActiveLow bool    `toml:"active_low"`
+	Initial   Initial `toml:"initial"`
+}
+
+// Input is one [[input]]: a line the device reads, with the meaning of an
+// --input NAME=LINE[,pull-up|pull-down][,debounce=DUR][,active-low] flag.
+type Input struct {
+	Name      string   `toml:"name"`
+	Line      string   `toml:"line"`
+	Pull      Pull     `toml:"pull"`
+	Debounce  Duration `toml:"debounce"`
+	ActiveLow bool     `toml:"active_low"`
+}
+
+// Default is pimqtt with no file and no flags: the one-LED quick start.
+// It equals the command line's defaults, except that [Command.Resolve]
+// takes the data directory from systemd's STATE_DIRECTORY when set.
+func Default() Config {
+	return Config{
+		Mode: ModeAll,
+		Log:  Log{Level: LogLevel(slog.LevelInfo)},
+		Broker: Broker{
+			Listeners: DefaultListeners(),
+			Limits: Limits{
+				MaxPacketSize:     2 << 20,
+				MaxConnectSize:    64 << 10,
+				ConnectTimeout:    Duration(10 * time.Second),
+				MaxClients:        500,
+				MaxPending:        1000,
+				MaxSessionExpiry:  Duration(24 * time.Hour),
+				MaxInflight:       256,
+				MaxQueued:         1024,
+				MaxKeepAlive:      Duration(65535 * time.Second),
+				MaxTopicLength:    1024,
+				MaxTopicLevels:    32,
+				MaxUserProperties: 32,
+			},
+		},
+		Device: Device{
+			Brokers:     []string{"tcp://127.0.0.1:1883"},
+			StatusTopic: "raspberry/status",
+			Topic:       "raspberry/led",
+			GPIO:        "auto",
+			Prefix:      "raspberry",
+			DataDir:     "/var/lib/pimqtt",
+		},
+	}
+}
+
+// DefaultListeners are the listeners nobody asked for: MQTT on :1883 and
+// MQTT over WebSocket on :8083, marked Default.
+func DefaultListeners() []Listener {
+	return []Listener{
+		{Address: ":1883", Kind: KindMQTT, Default: true},
+		{Address: ":8083", Kind: KindWS, Default: true},
+	}
+}
+
+// clone is a deep copy: decoding into it leaves c's slices alone.
+func (c Config) clone() Config {
+	c.Broker.Listeners = slices.Clone(c.Broker.Listeners)
+	c.Device.Brokers = slices.Clone(c.Device.Brokers)
+	c.Outputs = slices.Clone(c.Outputs)
+	c.Inputs = slices.Clone(c.Inputs)
+	c.origins = c.origins.clone()
+	return c
+}
+
+// UseShorthand says whether the one-LED shorthand ([device] topic and
+// gpio) makes an output named "led": when there are no named lines, or
+// when topic or gpio was set explicitly beside them.
+func (c Config) UseShorthand() bool {
+	return (len(c.Outputs) == 0 && len(c.Inputs) == 0) || c.Device.shorthandSet
+}
+
+// BrokerURL is the URL device mode connects to: the first of
+// Device.Brokers ("" when there is none).
+func (c Config) BrokerURL() string {
+	if len(c.Device.Brokers) == 0 {
+		return ""
+	}
+	return c.Device.Brokers[0]
+}
+
+// Mode is what pimqtt runs: all, broker or device.
+type Mode int
+
+// The modes.
+const (
+	ModeAll Mode = iota
+	ModeBroker
+	ModeDevice
+)
+
+var modeNames = []string{"all", "broker", "device"}
+
+// String returns all, broker or device.
+func (m Mode) String() string { return enumName(modeNames, int(m)) }
+
+// MarshalText writes the mode as UnmarshalText reads it.
+func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// UnmarshalText accepts all, broker or device.
+func (m *Mode) UnmarshalText(b []byte) error { return parseEnum(m, string(b), modeNames) }
+
+// Set is [pflag.Value]'s Set.
+func (m *Mode) Set(s string) error { return m.UnmarshalText([]byte(s)) }
+
+// Type is [pflag.Value]'s Type: "string", as the flag always showed.
+func (m *Mode) Type() string { return "string" }
+
+func (Mode) choices() []string { return modeNames }
+
+// ListenerKind is what a listener serves: mqtt (MQTT over TCP) or ws
+// (MQTT over WebSocket).
+type ListenerKind int
+
+// The listener kinds; the zero value is mqtt.
+const (
+	KindMQTT ListenerKind = iota
+	KindWS
+)
+
+var kindNames = []string{"mqtt", "ws"}
+
+// String returns mqtt or ws.
+func (k ListenerKind) String() string { return enumName(kindNames, int(k)) }
+
+// MarshalText writes the kind as UnmarshalText reads it.
+func (k ListenerKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText accepts mqtt or ws.
+func (k *ListenerKind) UnmarshalText(b []byte) error { return parseEnum(k, string(b), kindNames) }
+
+func (ListenerKind) choices() []string { return kindNames }
+
+// Initial is what an output starts at: off, on, or restore (the last
+// commanded level, from the state file in Device.DataDir).
+type Initial int
+
+// The initial levels of an output; the zero value is off.
+const (
+	InitialOff Initial = iota
+	InitialOn
+	InitialRestore
+)
+
+var initialNames = []string{"off", "on", "restore"}
+
+// String returns off, on or restore.
+func (i Initial) String() string { return enumName(initialNames, int(i)) }
+
+// MarshalText writes the level as UnmarshalText reads it.
+func (i Initial) MarshalText() ([]byte, error) { return []byte(i.String()), nil }
+
+// UnmarshalText accepts off, on or restore.
+func (i *Initial) UnmarshalText(b []byte) error { return parseEnum(i, string(b), initialNames) }
+
+func (Initial) choices() []string { return initialNames }
+
+// Pull is an input's bias: none, up or down.
+type Pull int
+
+// The biases of an input; the zero value is none.
+const (
+	PullNone Pull = iota
+	PullUp
+	PullDown
+)
+
+var pullNames = []string{"none", "up", "down"}
+
+// String returns none, up or down.
+func (p Pull) String() string { return enumName(pullNames, int(p)) }
+
+// MarshalText writes the bias as UnmarshalText reads it.
+func (p Pull) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText accepts none, up or down.
+func (p *Pull) UnmarshalText(b []byte) error { return parseEnum(p, string(b), pullNames) }
+
+func (Pull) choices() []string { return pullNames }
+
+// chooser is an enumeration: errors list its choices.
+type chooser interface{ choices() []string }
+
+func enumName(names []string, i int) string {
+	if i < 0 || i >= len(names) {
+		return fmt.Sprintf("invalid(%d)", i)
+	}
+	return names[i]
+}
+
+// parseEnum sets *dst to the index of s in names, or says what names
+// there are.
+func parseEnum[T ~int](dst *T, s string, names []string) error {
+	for i, n := range names {
+		if s == n {
+			*dst = T(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not one of %s", s, strings.Join(names, ", "))
+}
+
+// LogLevel is a log/slog level written as debug, info, warn or error.
+type LogLevel slog.Level
+
+// UnmarshalText accepts what slog.Level does (debug, info, warn, error,
+// also info+2 and the like).
+func (l *LogLevel) UnmarshalText(b []byte) error {
+	var v slog.Level
+	if err := v.UnmarshalText(b); err != nil {
+		return fmt.Errorf("%q is not one of debug, info, warn, error", b)
+	}
+	*l = LogLevel(v)
+	return nil
+}
+
+// MarshalText writes the level as UnmarshalText reads it.
+func (l LogLevel) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
+
+// String returns debug, info, warn or error (lower case, as the flag
+// takes it).
+func (l LogLevel) String() string { return strings.ToLower(slog.Level(l).String()) }
+
+// Set is [pflag.Value]'s Set.
+func (l *LogLevel) Set(s string) error { return l.UnmarshalText([]byte(s)) }
+
+// Type is [pflag.Value]'s Type: "string", as the flag always showed.
+func (l *LogLevel) Type() string { return "string" }
+
+// Level is the slog level.
+func (l LogLevel) Level() slog.Level { return slog.Level(l) }
+
+// Duration is a time.Duration written as Go writes one: "10s", "1h30m".
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration: want a number and a unit, e.g. \"10s\", \"500ms\", \"24h\"", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration as UnmarshalText reads it.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// String is time.Duration's.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// Set is [pflag.Value]'s Set.
+func (d *Duration) Set(s string) error { return d.UnmarshalText([]byte(s)) }
+
+// Type is [pflag.Value]'s Type: "duration", as pflag's own.
+func (d *Duration) Type() string { return "duration" }
+
+// D is the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (LogLevel) choices() []string { return []string{"debug", "info", "warn", "error"} }

@@ -1,0 +1,200 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// Example is a commented configuration file with every key, each set to
+// its default except where a comment says otherwise. [Load] accepts it;
+// on a fresh machine [Check] warns that its password file does not exist
+// yet.
+func Example() string { return example }
+
+const example = `# pimqtt configuration (pimqtt config example > /etc/pimqtt/pimqtt.toml).
+# Every key is optional: a missing key keeps its default, shown here.
+# Command-line flags override the keys; pimqtt config check shows the result.
+
+# What runs: "all" (broker and device in one process), "broker", or "device"
+# (only the device, connecting to [device] broker).
+mode = "all"
+
+# Import the broker settings of a mosquitto.conf (listeners, password_file,
+# allow_anonymous, limits); the [broker] keys of this file win over it.
+# mosquitto_config = "/etc/mosquitto/mosquitto.conf"
+
+[log]
+# debug, info, warn or error.
+level = "info"
+
+[broker]
+# A mosquitto password file (make one with: pimqtt passwd -c FILE USER).
+# Without one, the default listeners bind loopback only.
+password_file = "/etc/pimqtt/passwd"
+# Let clients without a user name connect on every listener.
+allow_anonymous = false
+
+# Listeners: kind "mqtt" (MQTT over TCP) or "ws" (MQTT over WebSocket, any
+# path incl. /mqtt). Without any [[broker.listener]], pimqtt listens on
+# :1883 (mqtt) and :8083 (ws); listener = [] means none.
+[[broker.listener]]
+address = ":1883"
+kind = "mqtt"
+
+[[broker.listener]]
+address = ":8083"
+kind = "ws"
+
+[broker.limits]
+# Largest packet a connected client may send, in bytes.
+max_packet_size = 2097152
+# Largest CONNECT packet (sent before authentication), in bytes.
+max_connect_size = 65536
+# Time a new connection has to send CONNECT.
+connect_timeout = "10s"
+# Most connected clients.
+max_clients = 500
+# Most connections that have not sent CONNECT yet.
+max_pending = 1000
+# Longest a disconnected client's session is kept.
+max_session_expiry = "24h"
+# Most unacknowledged QoS 1/2 messages per client.
+max_inflight = 256
+# Most messages waiting to be written to one client.
+max_queued = 1024
+# Longest keepalive granted: MQTT 3.1.1 clients asking for more (or for
+# none) are refused, MQTT 5 clients are told the maximum. 65535s accepts all.
+max_keepalive = "65535s"
+# Longest topic name or filter, in bytes.
+max_topic_length = 1024
+# Most '/'-separated levels in a topic.
+max_topic_levels = 32
+# Most MQTT 5 user properties in one packet.
+max_user_properties = 32
+
+[device]
+# Device mode: the broker to connect to (tcp://, mqtt://, ws://host:port/mqtt,
+# mqtts://, wss://). The first is used.
+broker = ["tcp://127.0.0.1:1883"]
+# Device mode: user name at the broker, and a file whose first line is the
+# password (or set the environment variable PIMQTT_PASSWORD).
+username = ""
+password_file = ""
+# The device's MQTT client id; "" is pimqtt-HOSTNAME.
+client_id = ""
+# Retained {"status": "On"|"Off"} and the Last Will.
+status_topic = "raspberry/status"
+# The one-LED shorthand: commands on topic, state retained on topic/state,
+# driving line gpio (GPIO21, J8p40, pin40, gpiochip0:21, sim, or auto: GPIO21
+# if present, else simulated). Used when there are no [[output]] or
+# [[input]] tables, or when topic or gpio is set beside them.
+topic = "raspberry/led"
+gpio = "auto"
+# Topic prefix of named outputs and inputs.
+prefix = "raspberry"
+# Where the state file that initial = "restore" reads lives.
+data_dir = "/var/lib/pimqtt"
+
+# Named outputs: commands on PREFIX/NAME, level retained on PREFIX/NAME/state.
+# The same as --output NAME=LINE[,active-low][,initial=off|on|restore].
+# initial: "off", "on", or "restore" (the last commanded level).
+# [[output]]
+# name = "relay1"
+# line = "GPIO20"
+# active_low = true
+# initial = "restore"
+
+# Named inputs: level retained on PREFIX/NAME/state on every change.
+# The same as --input NAME=LINE[,pull-up|pull-down][,debounce=DUR][,active-low].
+# pull: "none", "up" or "down"; debounce: a duration, "0s" for none.
+# [[input]]
+# name = "door"
+# line = "GPIO5"
+# pull = "up"
+# debounce = "20ms"
+# active_low = true
+`
+
+// Check reports what can only be known on this machine: files the
+// configuration names that do not exist yet are warnings (a fresh
+// machine, before pimqtt passwd); files that cannot be what they should
+// (a directory as password file) are errors.
+func Check(c Config) (warnings []string, err error) {
+	var errs []error
+	file := func(key, path, hint string) {
+		if path == "" {
+			return
+		}
+		fi, err := os.Stat(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			warnings = append(warnings, c.Wrap(key, fmt.Errorf("%s does not exist yet%s", path, hint)).Error())
+		case err != nil:
+			errs = append(errs, c.Wrap(key, err))
+		case fi.IsDir():
+			errs = append(errs, c.Wrap(key, fmt.Errorf("%s is a directory, not a file", path)))
+		}
+	}
+	if c.Mode != ModeDevice {
+		file("broker.password_file", c.Broker.PasswordFile, ": make it with pimqtt passwd -c "+c.Broker.PasswordFile+" USER")
+	}
+	if c.Mode == ModeDevice {
+		file("device.password_file", c.Device.PasswordFile, ": put the device's password on its first line")
+	}
+	for _, o := range c.Outputs {
+		if o.Initial != InitialRestore || c.Mode == ModeBroker {
+			continue
+		}
+		if fi, err := os.Stat(c.Device.DataDir); err != nil || !fi.IsDir() {
+			warnings = append(warnings, c.Wrap("device.data_dir",
+				fmt.Errorf("%s is not a directory yet: initial = \"restore\" keeps its state there (systemd: StateDirectory=pimqtt)", c.Device.DataDir)).Error())
+		}
+		break
+	}
+	return warnings, errors.Join(errs...)
+}
+
+// Redacted is the configuration as a TOML file that Load reads back the
+// same: for pimqtt config check. The device's password is never written;
+// a password inside a broker URL is replaced by xxxxx.
+func (c Config) Redacted() string {
+	out := c.clone()
+	for i, b := range out.Device.Brokers {
+		if u, err := url.Parse(b); err == nil && u.User != nil {
+			if _, has := u.User.Password(); has {
+				out.Device.Brokers[i] = u.Redacted()
+			}
+		}
+	}
+	var buf bytes.Buffer
+	buf.WriteString("# The effective configuration: defaults, files and flags together.\n")
+	if c.Device.Password != "" {
+		buf.WriteString("# The device's password is set (not shown).\n")
+	}
+	if listenersDefault(out.Broker.Listeners) {
+		buf.WriteString("# The listeners are the defaults: without a password file they bind loopback only.\n")
+	}
+	enc := toml.NewEncoder(&buf)
+	enc.SetIndentTables(false)
+	if err := enc.Encode(out); err != nil {
+		// Every field of Config encodes; this is a programming error.
+		return fmt.Sprintf("# cannot encode the configuration: %v\n", err)
+	}
+	return strings.ReplaceAll(buf.String(), "\n\n\n", "\n\n")
+}
+
+func listenersDefault(ls []Listener) bool {
+	for _, l := range ls {
+		if !l.Default {
+			return false
+		}
+	}
+	return len(ls) > 0
+}

@@ -1,0 +1,153 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Validate reports every value that is wrong on its own or with the
+// others, each as an *Error that says where the value came from (see
+// [Config.Wrap]). Load and Resolve call it; a part that knows more (gpio,
+// about line specs) adds its findings with Wrap.
+func (c Config) Validate() error { return c.validate() }
+
+func (c Config) validate() error {
+	var errs []error
+	bad := func(key string, format string, args ...any) {
+		errs = append(errs, c.Wrap(key, fmt.Errorf(format, args...)))
+	}
+
+	seen := map[string]string{}
+	for i, l := range c.Broker.Listeners {
+		key := fmt.Sprintf("broker.listener[%d]", i)
+		_, port, err := net.SplitHostPort(l.Address)
+		if err != nil {
+			bad(key+".address", "%q is not HOST:PORT (e.g. \":1883\", \"127.0.0.1:1883\", \"[::1]:8083\")", l.Address)
+			continue
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+			bad(key+".address", "%q: the port %q is not a number from 0 to 65535", l.Address, port)
+			continue
+		}
+		id := l.Kind.String() + " " + l.Address
+		if prev, dup := seen[l.Address]; dup {
+			bad(key+".address", "%q is also the address of %s", l.Address, prev)
+			continue
+		}
+		seen[l.Address] = key + " (" + id + ")"
+	}
+
+	lim, lk := c.Broker.Limits, "broker.limits."
+	if lim.MaxPacketSize < 64 {
+		bad(lk+"max_packet_size", "%d is below the minimum of 64 bytes", lim.MaxPacketSize)
+	}
+	if lim.MaxConnectSize < 64 || lim.MaxConnectSize > lim.MaxPacketSize {
+		bad(lk+"max_connect_size", "%d: want 64 bytes up to max_packet_size (%d)", lim.MaxConnectSize, lim.MaxPacketSize)
+	}
+	if lim.ConnectTimeout <= 0 {
+		bad(lk+"connect_timeout", "%v: want a positive duration, e.g. \"10s\"", lim.ConnectTimeout)
+	}
+	if lim.MaxClients < 1 {
+		bad(lk+"max_clients", "%d: want at least 1", lim.MaxClients)
+	}
+	if lim.MaxPending < 1 {
+		bad(lk+"max_pending", "%d: want at least 1", lim.MaxPending)
+	}
+	if d := lim.MaxSessionExpiry.D(); d < 0 || d/time.Second > 1<<32-1 {
+		bad(lk+"max_session_expiry", "%v: want 0 up to 136 years (MQTT counts it in 32 bits of seconds)", d)
+	}
+	if lim.MaxInflight < 1 {
+		bad(lk+"max_inflight", "%d: want at least 1", lim.MaxInflight)
+	}
+	if lim.MaxQueued < 1 {
+		bad(lk+"max_queued", "%d: want at least 1", lim.MaxQueued)
+	}
+	if d := lim.MaxKeepAlive.D(); d < time.Second || d > 65535*time.Second {
+		bad(lk+"max_keepalive", "%v: want 1s up to 65535s (65535s accepts every keepalive)", d)
+	}
+	if lim.MaxTopicLength < 1 {
+		bad(lk+"max_topic_length", "%d: want at least 1", lim.MaxTopicLength)
+	}
+	if lim.MaxTopicLevels < 1 {
+		bad(lk+"max_topic_levels", "%d: want at least 1", lim.MaxTopicLevels)
+	}
+	if lim.MaxUserProperties < 0 {
+		bad(lk+"max_user_properties", "%d: want 0 or more", lim.MaxUserProperties)
+	}
+
+	if c.Mode == ModeDevice && len(c.Device.Brokers) == 0 {
+		bad("device.broker", "empty: device mode needs the URL of a broker, e.g. [\"tcp://192.168.1.20:1883\"]")
+	}
+	for i, b := range c.Device.Brokers {
+		if u, err := url.Parse(b); err != nil || u.Scheme == "" || u.Host == "" {
+			bad(fmt.Sprintf("device.broker[%d]", i), "%q is not a broker URL such as tcp://127.0.0.1:1883 or ws://host:8083/mqtt", b)
+		}
+	}
+
+	// Named lines publish on PREFIX/NAME/state: a name may be used once,
+	// across outputs and inputs, and not as "led" beside the shorthand.
+	names := map[string]string{}
+	if c.UseShorthand() {
+		names["led"] = "the one-LED shorthand ([device] topic and gpio)"
+	}
+	claim := func(key, name string) {
+		switch {
+		case name == "":
+			bad(key+".name", "missing: every line needs a name (letters, digits, _ and -)")
+		case !validName(name):
+			bad(key+".name", "%q: use letters, digits, _ and - (it becomes part of MQTT topics)", name)
+		default:
+			if prev, dup := names[name]; dup {
+				bad(key+".name", "%q is also the name of %s", name, prev)
+				return
+			}
+			names[name] = key
+		}
+	}
+	restore := false
+	for i, o := range c.Outputs {
+		key := fmt.Sprintf("output[%d]", i)
+		claim(key, o.Name)
+		if o.Line == "" {
+			bad(key+".line", "missing: want a line such as \"GPIO21\", \"J8p40\", \"gpiochip0:21\" or \"sim\"")
+		}
+		restore = restore || o.Initial == InitialRestore
+	}
+	for i, in := range c.Inputs {
+		key := fmt.Sprintf("input[%d]", i)
+		claim(key, in.Name)
+		switch in.Line {
+		case "":
+			bad(key+".line", "missing: want a line such as \"GPIO17\", \"pin11\", \"gpiochip0:17\" or \"sim\"")
+		case "auto":
+			bad(key+".line", "\"auto\" is for outputs: name the input's line, e.g. \"GPIO17\"")
+		}
+		if in.Debounce < 0 {
+			bad(key+".debounce", "%v: want 0 (none) or more", in.Debounce)
+		}
+	}
+	if restore && c.Device.DataDir == "" {
+		bad("device.data_dir", "empty, but an output has initial = \"restore\", which keeps its state there")
+	}
+	sortErrors(errs)
+	return errors.Join(errs...)
+}
+
+// validName accepts [A-Za-z0-9_-]+, as the --output and --input flags do.
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_', r == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
