@@ -114,6 +114,9 @@ func (l Limits) capabilities() *mqtt.Capabilities {
 	// MaxClients is enforced by limitsHook, which does not count the
 	// in-process device; Mochi's own check counts every client.
 	caps.MaximumClients = math.MaxInt64
+	// Acks carry no copy of the PUBLISH's properties (user properties
+	// included), and so no reason code 0x01 either (upstream issue 474).
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	caps.MaximumSessionExpiryInterval = uint32(l.MaxSessionExpiry / time.Second)
 	caps.MaximumInflight = l.MaxInflight
 	caps.ReceiveMaximum = l.MaxInflight
@@ -145,10 +148,19 @@ func (h *limitsHook) Provides(b byte) bool {
 
 // OnPacketEncode tells MQTT 5 clients the maximum packet size in CONNACK,
 // which Mochi enforces but does not announce, so well-behaved clients
-// never send a packet that gets them disconnected.
+// never send a packet that gets them disconnected. And it corrects
+// Mochi's PUBACK to a QoS 1 PUBLISH, whose reason code is 0x01 ("granted
+// QoS 1", a SUBACK code): it is only encoded when the ack has properties,
+// which NoInheritedPropertiesOnAck removes, but no property may ever bring
+// it back, as python paho 1.6 and other strict clients drop the
+// connection on it. 0x00 is always right; 0x10 ("no matching
+// subscribers") is optional, and Mochi builds the ack before it matches.
 func (h *limitsHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type == packets.Connack && pk.ReasonCode == packets.CodeSuccess.Code && cl.Properties.ProtocolVersion == 5 {
+	switch {
+	case pk.FixedHeader.Type == packets.Connack && pk.ReasonCode == packets.CodeSuccess.Code && cl.Properties.ProtocolVersion == 5:
 		pk.Properties.MaximumPacketSize = h.limits.MaxPacketSize
+	case pk.FixedHeader.Type == packets.Puback && pk.ReasonCode == packets.CodeGrantedQos1.Code:
+		pk.ReasonCode = packets.CodeSuccess.Code
 	}
 	return pk
 }
