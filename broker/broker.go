@@ -320,7 +320,8 @@ func (b *Broker) Reload() error {
 // Close disconnects every client (their wills are sent) and stops the
 // listeners, whether OpenNetwork was called or not, giving up after
 // Options.ShutdownTimeout so that a wedged connection or an upstream
-// deadlock cannot stop the process from exiting. It is safe to call more
+// deadlock cannot stop the process from exiting. Clients that were sent a
+// DISCONNECT get up to two seconds to read it. It is safe to call more
 // than once.
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {

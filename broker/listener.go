@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // connListener adapts any net.Listener (TCP, WebSocket upgrades, in-memory
@@ -51,7 +52,9 @@ type connGuard struct {
 	// clients counts network clients past CONNECT (Limits.MaxClients);
 	// the in-memory device is not counted.
 	clients atomic.Int64
-	refused *rateLimitedCounter
+	// lingering counts connections draining after a DISCONNECT.
+	lingering atomic.Int64
+	refused   *rateLimitedCounter
 	// onPanic cleans up after a connection whose goroutine panicked.
 	onPanic func(conn net.Conn)
 	// disconnectAll ends the clients of one listener on shutdown. Mochi's
@@ -111,7 +114,7 @@ func (l *connListener) Serve(establish listeners.EstablishFn) {
 			_ = conn.Close()
 			continue
 		}
-		gc := newGuardedConn(conn, l.guard, l.trusted)
+		gc := newGuardedConn(conn, l.guard, l.trusted, &l.wg)
 		if !l.track(gc) {
 			gc.release()
 			_ = conn.Close()
@@ -176,6 +179,8 @@ func (l *connListener) isClosed() bool {
 // are sent), then closes whatever is still open, such as connections that
 // never sent CONNECT, and waits for their goroutines, so that no connection
 // is being established once Mochi waits for its clients (upstream #541).
+// Connections that were sent a DISCONNECT linger (at most lingerTime) so
+// their clients can read it; Close waits for them too.
 func (l *connListener) Close(listeners.CloseFn) {
 	l.mu.Lock()
 	already := l.closed
@@ -213,6 +218,16 @@ func (g *connGuard) trackHandshake() func(net.Conn, http.ConnState) {
 	}
 }
 
+// Lingering after a DISCONNECT: how long and how many bytes the broker
+// reads (and discards) from a client it has told to go, so that the
+// client can read the reason before the connection ends. Closing a TCP
+// socket with unread data sends a reset, and a reset makes the peer's
+// kernel drop what it had received but not yet handed to the client.
+const (
+	lingerTime  = 2 * time.Second
+	lingerBytes = 1 << 20
+)
+
 // errConnectTooLarge ends a connection whose first packet claims more
 // than Limits.MaxConnectSize.
 var errConnectTooLarge = errors.New("first packet larger than the CONNECT size limit")
@@ -227,21 +242,32 @@ var errMalformedLength = errors.New("first packet's remaining length is longer t
 // allocates the claimed length before reading it; once the first packet
 // has been read in full the connection no longer counts as pending. It
 // holds the connection's client slot (Limits.MaxClients) until it ends.
+// And it watches the packets the broker writes: when the last one is a
+// DISCONNECT, Close half-closes and lingers (see linger) instead of
+// resetting a client that is still writing.
 type guardedConn struct {
 	net.Conn
 	guard    *connGuard
 	maxFirst uint32
+	wg       *sync.WaitGroup // the listener's, which Close waits on
 
 	in       packetScanner // the first packet; only the read goroutine touches it
 	finished bool
+
+	outMu   sync.Mutex
+	out     packetScanner // the packets the broker writes
+	lastOut atomic.Uint32 // the type of the last packet written
+
+	closing   atomic.Bool
+	closeOnce sync.Once
 
 	pendingOnce sync.Once
 	pendingDone func()
 	slot        atomic.Bool // holds a client slot
 }
 
-func newGuardedConn(conn net.Conn, guard *connGuard, trusted bool) *guardedConn {
-	c := &guardedConn{Conn: conn, guard: guard, maxFirst: guard.limits.MaxConnectSize}
+func newGuardedConn(conn net.Conn, guard *connGuard, trusted bool, wg *sync.WaitGroup) *guardedConn {
+	c := &guardedConn{Conn: conn, guard: guard, maxFirst: guard.limits.MaxConnectSize, wg: wg}
 	c.pendingDone = func() { guard.pending.Add(-1) }
 	if trusted {
 		c.pendingDone = func() {}
@@ -273,7 +299,14 @@ func (c *guardedConn) takeClientSlot(force bool) bool {
 }
 
 func (c *guardedConn) Read(p []byte) (int, error) {
+	if c.closing.Load() {
+		return 0, net.ErrClosed
+	}
 	n, err := c.Conn.Read(p)
+	if c.closing.Load() {
+		// Closed while reading: what arrived belongs to the drain.
+		return 0, net.ErrClosed
+	}
 	if !c.finished && n > 0 {
 		if scanErr := c.scanFirst(p[:n]); scanErr != nil {
 			return 0, scanErr
@@ -303,6 +336,103 @@ func (c *guardedConn) scanFirst(b []byte) error {
 	return nil
 }
 
+func (c *guardedConn) Write(p []byte) (int, error) {
+	if c.closing.Load() {
+		return 0, net.ErrClosed
+	}
+	c.outMu.Lock()
+	b := p
+	for len(b) > 0 {
+		var err error
+		if b, _, err = c.out.feed(b); err != nil {
+			break // the broker never writes that; stop following
+		}
+	}
+	c.lastOut.Store(uint32(c.out.typ >> 4))
+	c.outMu.Unlock()
+	return c.Conn.Write(p)
+}
+
+// SetDeadline passes the deadline on, except once the connection is
+// closing: the drain's deadline is its own.
+func (c *guardedConn) SetDeadline(t time.Time) error {
+	if c.closing.Load() {
+		return nil
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+// SetReadDeadline passes the deadline on, except once the connection is
+// closing.
+func (c *guardedConn) SetReadDeadline(t time.Time) error {
+	if c.closing.Load() {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// halfCloser is a connection whose write side can be closed alone.
+type halfCloser interface{ CloseWrite() error }
+
+// Close ends the connection. If the last packet the broker wrote was a
+// DISCONNECT, the client may still be writing (a client over its Receive
+// Maximum usually is) and a plain close would reset the connection before
+// the client read the reason; so Close closes the write side only and
+// lingers (see linger). Reads and writes fail from now on either way.
+func (c *guardedConn) Close() error {
+	c.closeOnce.Do(func() {
+		c.closing.Store(true)
+		hc, ok := c.Conn.(halfCloser)
+		if !ok || c.lastOut.Load() != uint32(packets.Disconnect) {
+			_ = c.Conn.Close()
+			return
+		}
+		// Lingering connections are bounded like pending ones, so a flood
+		// of clients that earn a DISCONNECT cannot hold sockets without
+		// limit; past the bound they are closed at once.
+		if c.guard.lingering.Add(1) > c.guard.limits.MaxPendingConnections {
+			c.guard.lingering.Add(-1)
+			_ = c.Conn.Close()
+			return
+		}
+		if err := hc.CloseWrite(); err != nil {
+			c.guard.lingering.Add(-1)
+			_ = c.Conn.Close()
+			return
+		}
+		// Close is always called while the connection's serveConn holds
+		// the listener's WaitGroup, so adding to it here is safe, and the
+		// listener's Close waits for the drain.
+		c.wg.Add(1)
+		go c.linger()
+	})
+	return nil
+}
+
+// linger reads and discards what the client still sends, until it closes
+// its side (it has read the DISCONNECT), lingerBytes have come, or
+// lingerTime has passed; then it closes the connection.
+func (c *guardedConn) linger() {
+	defer c.wg.Done()
+	defer c.guard.lingering.Add(-1)
+	// A deadline already past (Mochi's, for the keepalive) would end the
+	// drain at once; a timer too, since a read waiting for wsnet's lock
+	// does not see deadlines.
+	_ = c.Conn.SetReadDeadline(time.Now().Add(lingerTime))
+	t := time.AfterFunc(lingerTime, func() { _ = c.Conn.Close() })
+	defer t.Stop()
+	// A small buffer: up to MaxPendingConnections of these may run.
+	buf := make([]byte, 1024)
+	for n := 0; n < lingerBytes; {
+		k, err := c.Conn.Read(buf)
+		n += k
+		if err != nil {
+			break
+		}
+	}
+	_ = c.Conn.Close()
+}
+
 // scanEvent is what packetScanner.feed stopped at.
 type scanEvent int
 
@@ -317,7 +447,8 @@ var errLengthTooLong = errors.New("remaining length longer than 4 bytes")
 
 // packetScanner follows MQTT packet boundaries in a byte stream without
 // buffering it: one type byte, a remaining length of 1-4 bytes, then that
-// many bytes.
+// many bytes. It is the one parser of fixed headers for both directions
+// of a guardedConn.
 type packetScanner struct {
 	typ         byte   // the first byte of the current (or last) packet
 	headerBytes int    // bytes of the fixed header seen

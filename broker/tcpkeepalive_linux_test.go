@@ -8,14 +8,15 @@ import (
 	"time"
 )
 
-// TestTCPKeepAlive: every accepted connection has TCP keepalive on with the period tcpKeepAlive names, so
+// TestTCPKeepAlive: every accepted connection, on TCP and WebSocket
+// listeners, has TCP keepalive on with the period tcpKeepAlive names, so
 // a vanished peer is found even when its MQTT keepalive is 0.
 func TestTCPKeepAlive(t *testing.T) {
 	b, _ := startTestBroker(t, Options{
-		Listeners:      []ListenerConfig{{Kind: TCP, Addr: "127.0.0.1:0"}},
+		Listeners:      []ListenerConfig{{Kind: TCP, Addr: "127.0.0.1:0"}, {Kind: WebSocket, Addr: "127.0.0.1:0"}},
 		AllowAnonymous: true,
 	})
-	for i, kind := range []string{TCP} {
+	for i, kind := range []string{TCP, WebSocket} {
 		conn := dialKind(t, kind, listenerAddr(t, b, kind))
 		defer conn.Close()
 		cl := newRawClient(t, conn, 4)
@@ -32,6 +33,8 @@ func TestTCPKeepAlive(t *testing.T) {
 			switch u := c.(*guardedConn).Conn.(type) {
 			case *net.TCPConn:
 				tcp = u
+			case wsConn:
+				tcp, _ = u.ws.NetConn().(*net.TCPConn)
 			}
 		}
 		ln.mu.Unlock()

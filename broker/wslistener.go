@@ -94,7 +94,7 @@ func (l *wsListener) upgrade(w http.ResponseWriter, r *http.Request) {
 		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 		return
 	}
-	_ = l.offer(context.Background(), wsnet.New(ws))
+	_ = l.offer(context.Background(), wsConn{Conn: wsnet.New(ws), ws: ws})
 }
 
 // Close stops accepting and stops the HTTP server; upgraded connections
@@ -107,4 +107,22 @@ func (l *wsListener) Close() error {
 		err = cerr
 	}
 	return err
+}
+
+// wsConn is an upgraded connection whose write side can be closed alone,
+// for guardedConn's lingering close: CloseWrite sends a WebSocket close
+// frame, after which nothing more is written, and the client answers with
+// its own close frame once it has read everything before it.
+type wsConn struct {
+	*wsnet.Conn
+	// ws is used only for the close frame: gorilla allows WriteControl
+	// concurrently with every other method, so it does not disturb
+	// wsnet's use of the connection.
+	ws *websocket.Conn
+}
+
+// CloseWrite sends a close frame (normal closure).
+func (c wsConn) CloseWrite() error {
+	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+	return c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 }
