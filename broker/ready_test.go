@@ -2,9 +2,11 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"net"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -138,6 +140,48 @@ func TestCloseBeforeOpenNetwork(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPortInUse: a port already in use is an error from New that names
+// the listener's kind and address and wraps the cause, so the caller can
+// tell (errors.Is(err, syscall.EADDRINUSE)) and say what to do.
+func TestPortInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	addr := taken.Addr().String()
+	for _, kind := range []string{TCP, WebSocket} {
+		t.Run(kind, func(t *testing.T) {
+			_, err := New(Options{
+				Listeners:      []ListenerConfig{{Kind: TCP, Addr: "127.0.0.1:0"}, {Kind: kind, Addr: addr}},
+				AllowAnonymous: true,
+				Logger:         discardLogger(),
+			})
+			if err == nil {
+				t.Fatal("New succeeded on a port in use")
+			}
+			if !errors.Is(err, syscall.EADDRINUSE) {
+				t.Fatalf("%v: does not wrap EADDRINUSE", err)
+			}
+			if msg := err.Error(); !strings.Contains(msg, kind+" listener") || !strings.Contains(msg, addr) {
+				t.Fatalf("%q: want the kind (%s) and the address (%s)", msg, kind, addr)
+			}
+		})
+	}
+	t.Run("optional", func(t *testing.T) {
+		b, logs := newTestBroker(t, Options{
+			Listeners:      []ListenerConfig{{Kind: TCP, Addr: "127.0.0.1:0"}, {Kind: TCP, Addr: addr, Optional: true}},
+			AllowAnonymous: true,
+		})
+		if n := len(b.Addrs()); n != 1 {
+			t.Fatalf("%d listeners bound, want 1", n)
+		}
+		if !strings.Contains(logs.since(0), "listener skipped") {
+			t.Fatalf("no log line for the skipped listener:\n%s", logs.since(0))
+		}
+	})
 }
 
 func TestAccessText(t *testing.T) {
