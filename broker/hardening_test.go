@@ -110,16 +110,30 @@ func waitClosed(t testing.TB, conn net.Conn, limit time.Duration) {
 }
 
 func TestSlowlorisClosedAfterConnectTimeout(t *testing.T) {
+	const silent = 500
 	limits := DefaultLimits()
-	limits.ConnectTimeout = time.Second
+	limits.ConnectTimeout = 5 * time.Second
 	b, addr := startBroker(t, limits)
 	before := runtime.NumGoroutine()
 
-	conns := dialSilent(t, addr, 500)
-	// A normal client gets through while all of them are open.
+	start := time.Now()
+	conns := dialSilent(t, addr, silent)
+	// The broker has accepted every one of them: the attack is on.
+	waitFor(t, 10*time.Second, "silent connections counted as pending", func() bool { return b.guard.pending.Load() >= silent })
+	// A normal client gets through while all of them are open: they are
+	// still pending once its round trip is over.
 	roundTrip(t, addr)
+	if p := b.guard.pending.Load(); p < silent {
+		t.Fatalf("only %d of %d silent connections were still open after the round trip: it did not run during the attack "+
+			"(raise ConnectTimeout if the machine is that slow)", p, silent)
+	}
 	for _, c := range conns {
-		waitClosed(t, c, 10*time.Second)
+		waitClosed(t, c, 15*time.Second)
+	}
+	// Closed by the CONNECT deadline, not before it: each deadline was set
+	// after its connection was accepted, so after start.
+	if d := time.Since(start); d < limits.ConnectTimeout {
+		t.Fatalf("silent connections closed after %v, before the %v CONNECT deadline", d, limits.ConnectTimeout)
 	}
 	// The client saw EOF; the server side releases its count just after.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -236,6 +250,9 @@ func TestKeepAliveBounded(t *testing.T) {
 	v4.expectClosed()
 }
 
+// TestCloseUnderConnectionChurn closes the broker while clients connect
+// and disconnect over TCP, WebSocket and the in-memory listener, and
+// checks that Close neither hangs nor fails.
 func TestCloseUnderConnectionChurn(t *testing.T) {
 	const rounds = 50
 	for round := 0; round < rounds; round++ {
@@ -252,18 +269,29 @@ func TestCloseUnderConnectionChurn(t *testing.T) {
 			t.Fatal(err)
 		}
 		b.OpenNetwork()
-		addr := b.Addrs()[0].Addr.String()
+		tcpAddr, wsAddr := listenerAddr(t, b, TCP), listenerAddr(t, b, WebSocket)
+		dials := map[string]func(context.Context) (net.Conn, error){
+			TCP: func(ctx context.Context) (net.Conn, error) {
+				d := net.Dialer{Timeout: time.Second}
+				return d.DialContext(ctx, "tcp", tcpAddr)
+			},
+			WebSocket: func(ctx context.Context) (net.Conn, error) { return dialWebSocket(ctx, wsAddr) },
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
-		var connected atomic.Int64
+		connected := map[string]*atomic.Int64{TCP: new(atomic.Int64), WebSocket: new(atomic.Int64)}
 		for w := 0; w < 8; w++ {
+			kind := TCP
+			if w%4 >= 2 {
+				kind = WebSocket
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				// Bounded: each worker stops at cancel or after 200 connects.
 				for i := 0; i < 200 && ctx.Err() == nil; i++ {
-					if churn(ctx, addr, fmt.Sprintf("r%dw%di%d", round, w, i), w%2 == 0) {
-						connected.Add(1)
+					if churn(ctx, dials[kind], fmt.Sprintf("r%dw%di%d", round, w, i), w%2 == 0) {
+						connected[kind].Add(1)
 					}
 					if c, err := b.DialInMemory(ctx); err == nil {
 						c.Close()
@@ -271,11 +299,15 @@ func TestCloseUnderConnectionChurn(t *testing.T) {
 				}
 			}()
 		}
-		// Close only once the workers are connecting and disconnecting.
+		// Close only once the workers are connecting and disconnecting
+		// over both network listeners.
 		deadline := time.Now().Add(10 * time.Second)
-		for connected.Load() < 16 {
+		for connected[TCP].Load() < 8 || connected[WebSocket].Load() < 8 {
 			if time.Now().After(deadline) {
-				t.Fatalf("round %d: workers never connected", round)
+				cancel()
+				wg.Wait()
+				_ = b.Close()
+				t.Fatalf("round %d: workers never connected (tcp %d, ws %d)", round, connected[TCP].Load(), connected[WebSocket].Load())
 			}
 			time.Sleep(time.Millisecond) // polling interval, not synchronisation
 		}
@@ -294,9 +326,8 @@ func TestCloseUnderConnectionChurn(t *testing.T) {
 
 // churn connects with a raw MQTT 3.1.1 CONNECT and either disconnects
 // politely or just drops the connection. It reports whether CONNACK came.
-func churn(ctx context.Context, addr, id string, polite bool) bool {
-	d := net.Dialer{Timeout: time.Second}
-	c, err := d.DialContext(ctx, "tcp", addr)
+func churn(ctx context.Context, dial func(context.Context) (net.Conn, error), id string, polite bool) bool {
+	c, err := dial(ctx)
 	if err != nil {
 		return false
 	}
