@@ -106,6 +106,16 @@ func (ix *index) addKeyValue(table, plain []string, kv *unstable.Node) {
 
 func (ix *index) addValue(path, parts []string, start int, v *unstable.Node, elem bool) {
 	vstart, vend := ix.span(v)
+	if vstart == 0 && vend == 0 && start >= 0 {
+		// An empty array or inline table: [] or {} after the key.
+		if i := bytes.IndexAny(ix.data[start:], "[{"); i >= 0 {
+			vstart = start + i
+			vend = vstart + 1
+			if j := bytes.IndexAny(ix.data[vstart:], "]}"); j >= 0 {
+				vend = vstart + j + 1
+			}
+		}
+	}
 	if start < 0 {
 		start = vstart
 	}

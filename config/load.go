@@ -113,8 +113,11 @@ func (o *origins) find(key string) (origin, bool) {
 	if o == nil {
 		return origin{}, false
 	}
+	// A parent stands for its keys when it is an element of a list (an
+	// --output flag makes all of output[1]) or was set by a flag; a table
+	// header does not: a default under it is not written there.
 	for k := key; k != ""; k = parentKey(k) {
-		if or, ok := o.keys[k]; ok {
+		if or, ok := o.keys[k]; ok && (k == key || strings.HasSuffix(k, "]") || or.flag != "") {
 			return or, true
 		}
 	}
@@ -462,8 +465,10 @@ func describe(t reflect.Type, name string) string {
 		return fmt.Sprintf("a whole number from 0 to %d", uint64(1)<<t.Bits()-1)
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
 		return fmt.Sprintf("[[%s]] tables", name)
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.String:
+		return `a list of strings in quotes, e.g. ["a", "b"]`
 	case t.Kind() == reflect.Slice:
-		return "a list of " + strings.TrimPrefix(strings.TrimPrefix(describe(t.Elem(), name), "a "), "an ") + "s, e.g. [\"a\", \"b\"]"
+		return "a list"
 	case t.Kind() == reflect.Struct:
 		return fmt.Sprintf("a table ([%s] or %s = { ... })", name, name)
 	}
