@@ -166,7 +166,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (Config, *slog.Logger, 
 	fs.DurationVar(&lim.MaxSessionExpiry, "max-session-expiry", lim.MaxSessionExpiry, "longest a disconnected client's session is kept")
 	fs.Uint16Var(&lim.MaxInflight, "max-inflight", lim.MaxInflight, "most unacknowledged QoS 1/2 messages per client")
 	fs.Int32Var(&lim.MaxQueued, "max-queued", lim.MaxQueued, "most messages waiting to be written to one client")
-	fs.DurationVar(&lim.MaxKeepAlive, "max-keepalive", lim.MaxKeepAlive, "longest keepalive granted: MQTT 3.1.1 clients asking for more (or for none) are refused, MQTT 5 clients are told the maximum")
+	fs.DurationVar(&lim.MaxKeepAlive, "max-keepalive", lim.MaxKeepAlive, "longest keepalive granted; the default accepts every keepalive, 0 included; below it, MQTT 3.1.1 clients asking for more (or for 0) get CONNACK 2 and MQTT 5 clients are told the maximum")
 	fs.IntVar(&lim.MaxTopicLength, "max-topic-length", lim.MaxTopicLength, "longest topic name or filter, in bytes")
 	fs.IntVar(&lim.MaxTopicLevels, "max-topic-levels", lim.MaxTopicLevels, "most '/'-separated levels in a topic")
 	fs.IntVar(&lim.MaxUserProperties, "max-user-properties", lim.MaxUserProperties, "most MQTT 5 user properties in one packet")
