@@ -400,3 +400,10 @@ type busyError struct{}
 func (busyError) Error() string { return "busy" }
 
 var errBusy = busyError{}
+
+func writeFileAt(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
