@@ -7,7 +7,8 @@
 #   .ci/vm/run-in-vm.sh [--] BINARY [ARGS...]   run BINARY in a fresh VM
 #   .ci/vm/run-in-vm.sh --prepare               install packages, build the cache
 #   .ci/vm/run-in-vm.sh --missing               print the Debian packages that
-#                                               --prepare would install, one a line
+#                                               --prepare needs and are missing,
+#                                               one a line, for `apt-get install`
 #
 # Inside the VM the binary runs as root with cwd /gpiovm/work and:
 #   GPIOSIM_CHIP=/dev/gpiochipN     the ready chip, label gpio-vm-sim, lines
@@ -256,7 +257,12 @@ print_missing() { # --missing: what --prepare and a run would install
 		return 0
 	fi
 	read -r abi ver < <(resolve_kernel) || exit 125
-	missing_of "${BUILD_PKGS[@]}" "linux-headers-$abi-amd64=$ver"
+	missing_of "${BUILD_PKGS[@]}"
+	# The headers must match the kernel --prepare downloads, which it picks
+	# from the apt lists of the moment: after `apt-get update` the
+	# metapackage brings exactly those, where a version pinned from older
+	# lists might be gone from the archive.
+	[ -z "$(missing_of "linux-headers-$abi-amd64=$ver")" ] || echo linux-headers-amd64
 }
 ensure_cache() {
 	local abi ver
