@@ -69,8 +69,9 @@ max_session_expiry = "24h"
 max_inflight = 256
 # Most messages waiting to be written to one client.
 max_queued = 1024
-# Longest keepalive granted: MQTT 3.1.1 clients asking for more (or for
-# none) are refused, MQTT 5 clients are told the maximum. 65535s accepts all.
+# Longest keepalive granted; the default accepts every keepalive, 0 included;
+# below it, MQTT 3.1.1 clients asking for more (or for 0) get CONNACK 2 and
+# MQTT 5 clients are told the maximum.
 max_keepalive = "65535s"
 # Longest topic name or filter, in bytes.
 max_topic_length = 1024

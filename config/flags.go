@@ -66,7 +66,7 @@ var bindings = []binding{
 	{"max-session-expiry", "broker.limits.max_session_expiry", "longest a disconnected client's session is kept", func(c *Config) any { return &c.Broker.Limits.MaxSessionExpiry }},
 	{"max-inflight", "broker.limits.max_inflight", "most unacknowledged QoS 1/2 messages per client", func(c *Config) any { return &c.Broker.Limits.MaxInflight }},
 	{"max-queued", "broker.limits.max_queued", "most messages waiting to be written to one client", func(c *Config) any { return &c.Broker.Limits.MaxQueued }},
-	{"max-keepalive", "broker.limits.max_keepalive", "longest keepalive granted: MQTT 3.1.1 clients asking for more (or for none) are refused, MQTT 5 clients are told the maximum", func(c *Config) any { return &c.Broker.Limits.MaxKeepAlive }},
+	{"max-keepalive", "broker.limits.max_keepalive", "longest keepalive granted; the default accepts every keepalive, 0 included; below it, MQTT 3.1.1 clients asking for more (or for 0) get CONNACK 2 and MQTT 5 clients are told the maximum", func(c *Config) any { return &c.Broker.Limits.MaxKeepAlive }},
 	{"max-topic-length", "broker.limits.max_topic_length", "longest topic name or filter, in bytes", func(c *Config) any { return &c.Broker.Limits.MaxTopicLength }},
 	{"max-topic-levels", "broker.limits.max_topic_levels", "most '/'-separated levels in a topic", func(c *Config) any { return &c.Broker.Limits.MaxTopicLevels }},
 	{"max-user-properties", "broker.limits.max_user_properties", "most MQTT 5 user properties in one packet", func(c *Config) any { return &c.Broker.Limits.MaxUserProperties }},

@@ -173,7 +173,7 @@ func TestFlagDefaultsAndHelp(t *testing.T) {
 		`--mode string what to run: all (broker and device), broker, or device (default "all")`,
 		`--log-level string debug, info, warn or error (default "info")`,
 		`--connect-timeout duration time a new connection has to send CONNECT (default 10s)`,
-		`--max-keepalive duration longest keepalive granted: MQTT 3.1.1 clients asking for more (or for none) are refused, MQTT 5 clients are told the maximum (default 18h12m15s)`,
+		`--max-keepalive duration longest keepalive granted; the default accepts every keepalive, 0 included; below it, MQTT 3.1.1 clients asking for more (or for 0) get CONNACK 2 and MQTT 5 clients are told the maximum (default 18h12m15s)`,
 	} {
 		if !strings.Contains(usage, line) {
 			t.Errorf("help lacks %q:\n%s", line, usage)
