@@ -45,6 +45,12 @@ type Options struct {
 	// it would take the device's session over. Empty reserves nothing.
 	DeviceClientID string
 	Limits         Limits
+	// Hooks are added after pimqtt's own (authentication, limits,
+	// logging), in order: storage, a bridge's loop guard. None of them may
+	// answer OnConnectAuthenticate or OnACLCheck (Mochi ORs those answers
+	// across hooks, so one permissive hook would open the broker): New
+	// refuses such a hook.
+	Hooks []mqtt.Hook
 	// ShutdownTimeout bounds Close; default 10 s.
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
@@ -75,6 +81,14 @@ type Broker struct {
 	startOnce sync.Once
 	closeOnce sync.Once
 	closeErr  error
+}
+
+// listenerKinds frames what a bound TCP listener accepts into MQTT byte
+// streams, by ListenerConfig.Kind; nil serves the TCP connections as they
+// are. A new kind (TLS, say) is a new entry here.
+var listenerKinds = map[string]func(tcp net.Listener, guard *connGuard, log *slog.Logger) net.Listener{
+	TCP:       nil,
+	WebSocket: func(tcp net.Listener, g *connGuard, log *slog.Logger) net.Listener { return newWSListener(tcp, g, log) },
 }
 
 // TCP keepalive on every accepted connection (TCP and WebSocket): a peer
@@ -149,6 +163,16 @@ func New(opts Options) (*Broker, error) {
 	if err := b.server.AddHook(&logHook{log: opts.Logger}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add log hook: %w", err)
 	}
+	for _, h := range opts.Hooks {
+		// Mochi allows a client or a topic when any hook allows it, so an
+		// extra hook answering these would open what the auth hook closed.
+		if h.Provides(mqtt.OnConnectAuthenticate) || h.Provides(mqtt.OnACLCheck) {
+			return nil, fmt.Errorf("broker: hook %s answers authentication or ACL checks; only pimqtt's auth hook may", h.ID())
+		}
+		if err := b.server.AddHook(h, nil); err != nil {
+			return nil, fmt.Errorf("broker: add hook %s: %w", h.ID(), err)
+		}
+	}
 
 	var bound []net.Listener
 	release := func() {
@@ -167,15 +191,15 @@ func New(opts Options) (*Broker, error) {
 			release()
 			return nil, fmt.Errorf("broker: %s listener on %s: %w", lc.Kind, lc.Addr, err)
 		}
-		var ln net.Listener = tcp
-		switch lc.Kind {
-		case TCP:
-		case WebSocket:
-			ln = newWSListener(tcp, b.guard, opts.Logger)
-		default:
+		frame, known := listenerKinds[lc.Kind]
+		if !known {
 			_ = tcp.Close()
 			release()
 			return nil, fmt.Errorf("broker: listener %q: unknown kind %q (want %q or %q)", lc.Addr, lc.Kind, TCP, WebSocket)
+		}
+		var ln net.Listener = tcp
+		if frame != nil {
+			ln = frame(tcp, b.guard, opts.Logger)
 		}
 		bound = append(bound, ln)
 		id := fmt.Sprintf("%s%d", lc.Kind, i)
