@@ -61,25 +61,34 @@ func openTempDir(t *testing.T) string {
 func TestCheckPasswordFilePermissions(t *testing.T) {
 	dir := openTempDir(t)
 	p := func(name string) string { return filepath.Join(dir, name) }
-	for _, d := range []struct {
+	// Made open, filled, then closed down to modes that deny even their
+	// owner, so the test means the same run as root (through asNobody) or
+	// as a normal user, who owns these files.
+	for _, d := range []string{"readonly", "writable", "locked"} {
+		if err := os.Mkdir(p(d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"readonly/passwd", "writable/secret"} {
+		if err := os.WriteFile(p(name), []byte(piLine+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	modes := []struct {
 		name string
 		mode os.FileMode
-	}{{"readonly", 0o555}, {"writable", 0o777}, {"locked", 0o700}} {
-		if err := os.Mkdir(p(d.name), d.mode); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(p(d.name), d.mode); err != nil { // past the umask
-			t.Fatal(err)
-		}
-	}
-	for name, mode := range map[string]os.FileMode{"readonly/passwd": 0o644, "writable/secret": 0o600} {
-		if err := os.WriteFile(p(name), []byte(piLine+"\n"), mode); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(p(name), mode); err != nil {
+	}{{"readonly/passwd", 0o644}, {"writable/secret", 0o000}, {"readonly", 0o555}, {"writable", 0o777}, {"locked", 0o000}}
+	for _, m := range modes {
+		if err := os.Chmod(p(m.name), m.mode); err != nil {
 			t.Fatal(err)
 		}
 	}
+	t.Cleanup(func() {
+		// Let TempDir's clean-up in again.
+		for _, d := range []string{"readonly", "writable", "locked"} {
+			_ = os.Chmod(p(d), 0o700)
+		}
+	})
 
 	tests := []struct {
 		path   string

@@ -64,7 +64,7 @@ func run(bin string, rounds, starts int) error {
 			if err := os.WriteFile(conf, []byte(lines), 0o600); err != nil {
 				return nil, err
 			}
-			m := exec.Command("mosquitto", "-c", conf)
+			m := exec.Command(mosquittoPath(), "-c", conf)
 			if err := m.Start(); err != nil {
 				return nil, err
 			}
@@ -177,6 +177,15 @@ func rssKiB(pid int) (int, error) {
 		}
 	}
 	return 0, errors.New("no VmRSS")
+}
+
+// mosquittoPath finds the broker where Debian puts it: /usr/sbin, which a
+// normal user's PATH lacks.
+func mosquittoPath() string {
+	if p, err := exec.LookPath("mosquitto"); err == nil {
+		return p
+	}
+	return "/usr/sbin/mosquitto"
 }
 
 func freePort() (string, error) {

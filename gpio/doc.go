@@ -71,7 +71,8 @@
 //
 // # Tests
 //
-// Tests that need a kernel GPIO chip run inside ../shared/gpio-vm (a QEMU
-// VM with the gpio-sim driver; .ci/gpio-vm runs them) and skip only when
-// GPIOSIM_CHIP is unset.
+// Tests that need a kernel GPIO chip run inside the project's QEMU VM with
+// the kernel's gpio-sim driver (.ci/vm/run-in-vm.sh, driven by
+// .ci/gpio-vm; .ci/test runs it) and skip only when GPIOSIM_CHIP is unset;
+// .ci/test fails on any other skip.
 package gpio
