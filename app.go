@@ -4,63 +4,36 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/pimqtt/pimqtt/broker"
+	"github.com/pimqtt/pimqtt/config"
 	"github.com/pimqtt/pimqtt/device"
 	"github.com/pimqtt/pimqtt/gpio"
 	"github.com/pimqtt/pimqtt/state"
 )
 
-// Modes of operation.
-const (
-	ModeAll    = "all"
-	ModeBroker = "broker"
-	ModeDevice = "device"
-)
-
-// Config is everything the command line decides.
-type Config struct {
-	Mode string
-
-	// Broker side.
-	Listeners      []broker.ListenerConfig
-	PasswordFile   string
-	AllowAnonymous bool
-	Limits         broker.Limits
-
-	// Device side.
-	BrokerURL   string
-	Username    string
-	Password    string
-	ClientID    string
-	StatusTopic string
-	// Topic and GPIO are the one-LED shorthand: an output named "led"
-	// taking commands on Topic, used when UseShorthand is set.
-	Topic        string
-	GPIO         string
-	UseShorthand bool
-	// Outputs and Inputs are the named lines (--output, --input), with
-	// topics under Prefix.
-	Outputs []gpio.LineFlag
-	Inputs  []gpio.LineFlag
-	Prefix  string
-	// DataDir holds the state file that initial=restore reads.
-	DataDir string
-}
-
 // Main is the running program: what main() starts and end-to-end tests
 // drive. Run starts it, Close stops it the way SIGTERM does.
+//
+// The program is an ordered list of parts (see assemble), each started in
+// turn and closed in reverse: a new part (a web page, storage, a bridge)
+// is one more entry, not an edit of the others.
 type Main struct {
-	Config Config
+	Config config.Config
 	Logger *slog.Logger
-	// Line, when set, is driven instead of the line Config.GPIO names;
-	// benchmarks use it to observe each change. Main closes it.
+	// Line, when set, is driven instead of the line Config.Device.GPIO
+	// names; benchmarks use it to observe each change. Main closes it.
 	Line gpio.Output
+
+	parts   []part
+	started int // parts[:started] are running
 
 	broker  *broker.Broker
 	outputs map[string]gpio.Output
@@ -69,194 +42,69 @@ type Main struct {
 	device  *device.Device
 }
 
-// Run starts the broker and the device as the mode asks. It returns once
-// they are started; the device keeps reconnecting in the background.
-func (m *Main) Run(ctx context.Context) (err error) {
+// part is one piece of the running program.
+type part struct {
+	name  string
+	start func(ctx context.Context) error
+	// close undoes start; nil when there is nothing to undo.
+	close func() error
+}
+
+// assemble lists the parts the mode runs, in start order: the lines (and
+// the state file they restore from), the broker serving only the device,
+// the device, and last the network listeners, so that "listening" means
+// the LED obeys. Close runs in reverse: the device says Off while the
+// broker still runs, the lines go to their safe state last.
+func (m *Main) assemble() []part {
+	mode := m.Config.Mode
+	var parts []part
+	if mode != config.ModeBroker {
+		parts = append(parts, part{"lines", m.openLines, m.closeLines})
+	}
+	if mode != config.ModeDevice {
+		parts = append(parts, part{"broker", m.startBroker, m.closeBroker})
+	}
+	if mode != config.ModeBroker {
+		parts = append(parts, part{"device", m.startDevice, m.closeDevice})
+	}
+	if mode != config.ModeDevice {
+		parts = append(parts, part{"network listeners", m.openNetwork, nil})
+	}
+	return parts
+}
+
+// Run starts every part in order. It returns once they are started; the
+// device keeps reconnecting in the background. A part that fails to start
+// closes the ones started before it.
+func (m *Main) Run(ctx context.Context) error {
 	if m.Logger == nil {
 		m.Logger = slog.Default()
 	}
-	defer func() {
-		if err != nil {
+	if m.Config.Device.ClientID == "" {
+		m.Config.Device.ClientID = device.DefaultClientID()
+	}
+	m.parts = m.assemble()
+	for _, p := range m.parts {
+		if err := p.start(ctx); err != nil {
+			m.Logger.Debug("part failed to start; closing the ones before it", "part", p.name)
 			_ = m.Close()
-		}
-	}()
-	cfg := m.Config
-	if cfg.ClientID == "" {
-		cfg.ClientID = device.DefaultClientID()
-	}
-	if cfg.Mode != ModeDevice {
-		bopts := broker.Options{
-			Listeners:      cfg.Listeners,
-			PasswordFile:   cfg.PasswordFile,
-			AllowAnonymous: cfg.AllowAnonymous,
-			Limits:         cfg.Limits,
-			Logger:         m.Logger.With("component", "broker"),
-		}
-		if cfg.Mode == ModeAll {
-			// A network client presenting the device's id would take its
-			// session over and leave the LED deaf.
-			bopts.DeviceClientID = cfg.ClientID
-		}
-		m.broker, err = broker.New(bopts)
-		if err != nil {
-			return withPortHint(err)
-		}
-		// Start serves the in-memory listener only; network clients are
-		// let in by OpenNetwork, once the device is listening.
-		if err = m.broker.Start(); err != nil {
 			return err
 		}
-	}
-	if cfg.Mode == ModeBroker {
-		m.broker.OpenNetwork()
-		return nil
-	}
-
-	devLog := m.Logger.With("component", "device")
-	opts := device.Options{
-		Username:    cfg.Username,
-		Password:    cfg.Password,
-		ClientID:    cfg.ClientID,
-		StatusTopic: cfg.StatusTopic,
-		Logger:      devLog,
-		Hints: device.Hints{
-			Credentials: "--username and --password (or env PIMQTT_PASSWORD)",
-			ClientID:    "--client-id",
-		},
-	}
-	if opts.Outputs, opts.Inputs, err = m.openLines(devLog); err != nil {
-		return err
-	}
-	if m.store != nil {
-		opts.Store = m.store
-	}
-	dial, label := m.dialer()
-	if dial == nil {
-		if dial, err = device.NetDialer(cfg.BrokerURL, 10*time.Second); err != nil {
-			return err
-		}
-	}
-	opts.Dial, opts.BrokerLabel = dial, label
-	if m.device, err = device.New(opts); err != nil {
-		return err
-	}
-	devLog.Info("device starting", "broker", label, "outputs", len(opts.Outputs), "inputs", len(opts.Inputs))
-	if err = m.device.Start(ctx); err != nil {
-		return err
-	}
-	if m.broker != nil {
-		m.openWhenReady(ctx, devLog)
+		m.started++
 	}
 	return nil
 }
 
-// deviceReadyTimeout bounds how long the network listeners wait for the
-// in-process device; it only runs out when something is badly wrong.
-const deviceReadyTimeout = 5 * time.Second
-
-// openWhenReady opens the network listeners once the device has
-// subscribed to its command topics and published its retained status and
-// state, so that "listening" means "the LED obeys": a command sent the
-// moment the port answers is never lost. A device that is not ready in
-// time does not keep phones out; that is logged.
-func (m *Main) openWhenReady(ctx context.Context, log *slog.Logger) {
-	t := time.NewTimer(deviceReadyTimeout)
-	defer t.Stop()
-	select {
-	case <-m.device.Ready():
-	case <-t.C:
-		log.Warn("device not subscribed yet; opening the network listeners anyway, commands may be missed until it is",
-			"waited", deviceReadyTimeout)
-	case <-ctx.Done():
-	}
-	m.broker.OpenNetwork()
-}
-
-// withPortHint adds what a newcomer needs when a port is taken: on a
-// Debian or Raspberry Pi OS machine it is usually the mosquitto service,
-// which Debian starts as soon as the mosquitto package is installed.
-func withPortHint(err error) error {
-	if !errors.Is(err, syscall.EADDRINUSE) {
-		return err
-	}
-	return fmt.Errorf("%w (another program listens there; if it is Debian's mosquitto service: "+
-		"sudo systemctl disable --now mosquitto, or choose other ports with --listen and --ws-listen)", err)
-}
-
-// openLines requests every configured line, restoring remembered output
-// levels where initial=restore asks for it.
-func (m *Main) openLines(log *slog.Logger) ([]device.Output, []device.Input, error) {
-	cfg := m.Config
-	m.outputs = make(map[string]gpio.Output)
-	var outputs []device.Output
-	if cfg.UseShorthand {
-		line := m.Line
-		if line == nil {
-			var err error
-			if line, err = gpio.OpenOutput(cfg.GPIO, gpio.WithLogger(log)); err != nil {
-				return nil, nil, fmt.Errorf("--gpio %s: %w", cfg.GPIO, err)
-			}
+// Close closes the started parts in reverse order. Errors are joined; a
+// failing part does not keep the others open.
+func (m *Main) Close() error {
+	var errs []error
+	for ; m.started > 0; m.started-- {
+		if p := m.parts[m.started-1]; p.close != nil {
+			errs = append(errs, p.close())
 		}
-		m.outputs["led"] = line
-		outputs = append(outputs, device.Output{Name: "led", CommandTopic: cfg.Topic, Line: line})
 	}
-	for _, f := range cfg.Outputs {
-		opts := append(f.Options(), gpio.WithLogger(log.With("output", f.Name)))
-		if f.Initial == gpio.InitialRestore {
-			if m.store == nil {
-				store, err := state.Open(filepath.Join(cfg.DataDir, "state.json"), log)
-				if err != nil {
-					return nil, nil, fmt.Errorf("--output %s: initial=restore needs a writable --data-dir: %w", f.Name, err)
-				}
-				m.store = store
-			}
-			v, _ := m.store.Get(f.Name)
-			opts = append(opts, gpio.WithInitialValue(v))
-		}
-		if _, dup := m.outputs[f.Name]; dup {
-			return nil, nil, fmt.Errorf("--output %s: the name is used twice", f.Name)
-		}
-		line, err := gpio.OpenOutput(f.Line, opts...)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--output %s: %w", f.Name, err)
-		}
-		m.outputs[f.Name] = line
-		topic := cfg.Prefix + "/" + f.Name
-		outputs = append(outputs, device.Output{Name: f.Name, CommandTopic: topic, StateTopic: topic + "/state", Line: line})
-	}
-	var inputs []device.Input
-	for _, f := range cfg.Inputs {
-		line, err := gpio.OpenInput(f.Line, append(f.Options(), gpio.WithLogger(log.With("input", f.Name)))...)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--input %s: %w", f.Name, err)
-		}
-		m.inputs = append(m.inputs, line)
-		in := device.Input{Name: f.Name, StateTopic: cfg.Prefix + "/" + f.Name + "/state", Line: line}
-		if _, simulated := line.(device.Driver); simulated {
-			// Nothing outside moves a simulated input: MQTT clients play
-			// the button or the door there instead.
-			in.SimTopic = cfg.Prefix + "/" + f.Name + "/sim"
-		}
-		inputs = append(inputs, in)
-	}
-	return outputs, inputs, nil
-}
-
-// dialer picks how the device reaches its broker: through memory when the
-// broker is in this process, else over the network to --broker.
-func (m *Main) dialer() (device.DialFunc, string) {
-	if m.broker != nil {
-		return func(ctx context.Context) (net.Conn, error) { return m.broker.DialInMemory(ctx) }, "in-process"
-	}
-	return nil, m.Config.BrokerURL
-}
-
-// Reload re-reads the password file (SIGHUP).
-func (m *Main) Reload() error {
-	if m.broker == nil {
-		return nil
-	}
-	return m.broker.Reload()
+	return errors.Join(errs...)
 }
 
 // BrokerAddrs returns the broker's bound listeners (none in device mode).
@@ -267,26 +115,236 @@ func (m *Main) BrokerAddrs() []broker.Addr {
 	return m.broker.Addrs()
 }
 
-// Close stops the device first, so its "Off" status still reaches the
-// broker, then the broker, then releases the line in its safe state.
-func (m *Main) Close() error {
-	var errs []error
-	if m.device != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := m.device.Close(ctx); err != nil {
-			// The broker is gone or slow: it will publish the device's will
-			// instead. The line is safe either way, so this is no failure.
-			m.Logger.Warn("device could not say goodbye to the broker", "error", err)
+// Reload re-reads the password file (SIGHUP).
+func (m *Main) Reload() error {
+	if m.broker == nil {
+		return nil
+	}
+	return m.broker.Reload()
+}
+
+func (m *Main) startBroker(context.Context) error {
+	cfg := m.Config
+	listeners, err := brokerListeners(cfg)
+	if err != nil {
+		return err
+	}
+	logAccess(m.Logger, cfg, listeners)
+	opts := broker.Options{
+		Listeners:      listeners,
+		PasswordFile:   cfg.Broker.PasswordFile,
+		AllowAnonymous: cfg.Broker.AllowAnonymous,
+		Limits:         brokerLimits(cfg.Broker.Limits),
+		Logger:         m.Logger.With("component", "broker"),
+	}
+	if cfg.Mode == config.ModeAll {
+		// A network client presenting the device's id would take its
+		// session over and leave the LED deaf.
+		opts.DeviceClientID = cfg.Device.ClientID
+	}
+	if m.broker, err = broker.New(opts); err != nil {
+		return withPortHint(err)
+	}
+	// Start serves the in-memory listener only; network clients are let
+	// in by the last part, once the device is listening.
+	if err := m.broker.Start(); err != nil {
+		_ = m.closeBroker()
+		return err
+	}
+	return nil
+}
+
+func (m *Main) closeBroker() error {
+	err := m.broker.Close()
+	m.broker = nil
+	return err
+}
+
+func (m *Main) openNetwork(context.Context) error {
+	m.broker.OpenNetwork()
+	return nil
+}
+
+func (m *Main) startDevice(ctx context.Context) error {
+	cfg := m.Config
+	devLog := m.Logger.With("component", "device")
+	opts := device.Options{
+		Username:    cfg.Device.Username,
+		Password:    cfg.Device.Password,
+		ClientID:    cfg.Device.ClientID,
+		StatusTopic: cfg.Device.StatusTopic,
+		Logger:      devLog,
+		Hints: device.Hints{
+			Credentials: "--username and --password (or env PIMQTT_PASSWORD; in the config file device.username and device.password_file)",
+			ClientID:    "--client-id (device.client_id)",
+		},
+	}
+	opts.Outputs, opts.Inputs = m.deviceLines()
+	if m.store != nil {
+		opts.Store = m.store
+	}
+	label := "in-process"
+	if m.broker != nil {
+		opts.Dial = func(ctx context.Context) (net.Conn, error) { return m.broker.DialInMemory(ctx) }
+	} else {
+		label = cfg.BrokerURL()
+		dial, err := device.NetDialer(label, 10*time.Second)
+		if err != nil {
+			return cfg.Wrap("device.broker", err)
 		}
-		cancel()
-		m.device = nil
+		opts.Dial = dial
+	}
+	opts.BrokerLabel = label
+	var err error
+	if m.device, err = device.New(opts); err != nil {
+		return err
+	}
+	devLog.Info("device starting", "broker", label, "outputs", len(opts.Outputs), "inputs", len(opts.Inputs))
+	if err := m.device.Start(ctx); err != nil {
+		_ = m.closeDevice()
+		return err
 	}
 	if m.broker != nil {
-		errs = append(errs, m.broker.Close())
-		m.broker = nil
+		m.waitReady(ctx, devLog)
 	}
-	// Lines are held until the end; outputs are left at 0, their defined
-	// state, and the state file keeps the last commanded levels.
+	return nil
+}
+
+// closeDevice says goodbye first, so the device's "Off" status still
+// reaches the broker.
+func (m *Main) closeDevice() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.device.Close(ctx); err != nil {
+		// The broker is gone or slow: it will publish the device's will
+		// instead. The line is safe either way, so this is no failure.
+		m.Logger.Warn("device could not say goodbye to the broker", "error", err)
+	}
+	m.device = nil
+	return nil
+}
+
+// deviceReadyTimeout bounds how long the network listeners wait for the
+// in-process device; it only runs out when something is badly wrong.
+const deviceReadyTimeout = 5 * time.Second
+
+// waitReady returns once the device has subscribed to its command topics
+// and published its retained status and state, so that a command sent the
+// moment the port answers is never lost. A device that is not ready in
+// time does not keep phones out; that is logged.
+func (m *Main) waitReady(ctx context.Context, log *slog.Logger) {
+	t := time.NewTimer(deviceReadyTimeout)
+	defer t.Stop()
+	select {
+	case <-m.device.Ready():
+	case <-t.C:
+		log.Warn("device not subscribed yet; opening the network listeners anyway, commands may be missed until it is",
+			"waited", deviceReadyTimeout)
+	case <-ctx.Done():
+	}
+}
+
+// openLines requests every configured line, restoring remembered output
+// levels where initial = restore asks for it. On error it releases what
+// it had opened.
+func (m *Main) openLines(context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			_ = m.closeLines()
+		}
+	}()
+	cfg := m.Config
+	log := m.Logger.With("component", "device")
+	m.outputs = make(map[string]gpio.Output)
+	if cfg.UseShorthand() {
+		line := m.Line
+		if line == nil {
+			var err error
+			if line, err = gpio.OpenOutput(cfg.Device.GPIO, gpio.WithLogger(log)); err != nil {
+				return cfg.Wrap("device.gpio", err)
+			}
+		}
+		m.outputs["led"] = line
+	}
+	for i, o := range cfg.Outputs {
+		key := fmt.Sprintf("output[%d]", i)
+		opts := []gpio.Option{gpio.WithLogger(log.With("output", o.Name))}
+		if o.ActiveLow {
+			opts = append(opts, gpio.WithActiveLow())
+		}
+		switch o.Initial {
+		case config.InitialOn:
+			opts = append(opts, gpio.WithInitialValue(1))
+		case config.InitialRestore:
+			if m.store == nil {
+				store, err := state.Open(filepath.Join(cfg.Device.DataDir, "state.json"), log)
+				if err != nil {
+					return cfg.Wrap("device.data_dir", fmt.Errorf("initial = restore (output %s) needs a writable directory: %w", o.Name, err))
+				}
+				m.store = store
+			}
+			v, _ := m.store.Get(o.Name)
+			opts = append(opts, gpio.WithInitialValue(v))
+		}
+		line, err := gpio.OpenOutput(o.Line, opts...)
+		if err != nil {
+			return cfg.Wrap(key+".line", err)
+		}
+		m.outputs[o.Name] = line
+	}
+	for i, in := range cfg.Inputs {
+		opts := []gpio.Option{gpio.WithLogger(log.With("input", in.Name))}
+		if in.ActiveLow {
+			opts = append(opts, gpio.WithActiveLow())
+		}
+		switch in.Pull {
+		case config.PullUp:
+			opts = append(opts, gpio.WithPull(gpio.PullUp))
+		case config.PullDown:
+			opts = append(opts, gpio.WithPull(gpio.PullDown))
+		}
+		if in.Debounce != 0 {
+			opts = append(opts, gpio.WithDebounce(in.Debounce.D()))
+		}
+		line, err := gpio.OpenInput(in.Line, opts...)
+		if err != nil {
+			return cfg.Wrap(fmt.Sprintf("input[%d].line", i), err)
+		}
+		m.inputs = append(m.inputs, line)
+	}
+	return nil
+}
+
+// deviceLines describes the open lines to the device, with their topics.
+func (m *Main) deviceLines() ([]device.Output, []device.Input) {
+	cfg := m.Config
+	prefix := cfg.Device.Prefix
+	var outputs []device.Output
+	if cfg.UseShorthand() {
+		outputs = append(outputs, device.Output{Name: "led", CommandTopic: cfg.Device.Topic, Line: m.outputs["led"]})
+	}
+	for _, o := range cfg.Outputs {
+		topic := prefix + "/" + o.Name
+		outputs = append(outputs, device.Output{Name: o.Name, CommandTopic: topic, StateTopic: topic + "/state", Line: m.outputs[o.Name]})
+	}
+	var inputs []device.Input
+	for i, in := range cfg.Inputs {
+		line := m.inputs[i]
+		di := device.Input{Name: in.Name, StateTopic: prefix + "/" + in.Name + "/state", Line: line}
+		if _, simulated := line.(device.Driver); simulated {
+			// Nothing outside moves a simulated input: MQTT clients play
+			// the button or the door there instead.
+			di.SimTopic = prefix + "/" + in.Name + "/sim"
+		}
+		inputs = append(inputs, di)
+	}
+	return outputs, inputs
+}
+
+// closeLines leaves every output at 0, its defined state, and releases
+// the lines; the state file keeps the last commanded levels.
+func (m *Main) closeLines() error {
+	var errs []error
 	for name, line := range m.outputs {
 		if err := line.SetValue(0); err != nil {
 			errs = append(errs, fmt.Errorf("output %s: %w", name, err))
@@ -303,4 +361,138 @@ func (m *Main) Close() error {
 		m.store = nil
 	}
 	return errors.Join(errs...)
+}
+
+// checkConfig finds what Load cannot: line specs and listener rules, which
+// belong to gpio and to the assembly, and files that are not there yet
+// (warnings: a fresh machine has no password file before pimqtt passwd).
+func checkConfig(cfg config.Config, stderr io.Writer) error {
+	for _, n := range cfg.Notices() {
+		fmt.Fprintln(stderr, "notice:", n)
+	}
+	warnings, err := config.Check(cfg)
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	errs := []error{err}
+	if cfg.Mode != config.ModeBroker {
+		if cfg.UseShorthand() {
+			_, err := gpio.ParseSpec(cfg.Device.GPIO)
+			errs = append(errs, cfg.Wrap("device.gpio", err))
+		}
+		for i, o := range cfg.Outputs {
+			_, err := gpio.ParseSpec(o.Line)
+			errs = append(errs, cfg.Wrap(fmt.Sprintf("output[%d].line", i), err))
+		}
+		for i, in := range cfg.Inputs {
+			_, err := gpio.ParseSpec(in.Line)
+			errs = append(errs, cfg.Wrap(fmt.Sprintf("input[%d].line", i), err))
+		}
+	}
+	if cfg.Mode != config.ModeDevice {
+		_, err := brokerListeners(cfg)
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// brokerListeners applies mosquitto 2.0's safe default: with no password
+// file the default listeners bind loopback only (127.0.0.1, and ::1 where
+// the machine has it), and an explicit non-loopback address needs
+// allow_anonymous.
+func brokerListeners(cfg config.Config) ([]broker.ListenerConfig, error) {
+	var out []broker.ListenerConfig
+	open := cfg.Broker.PasswordFile != "" || cfg.Broker.AllowAnonymous
+	for i, l := range cfg.Broker.Listeners {
+		kind := broker.TCP
+		if l.Kind == config.KindWS {
+			kind = broker.WebSocket
+		}
+		host, port, err := net.SplitHostPort(l.Address)
+		if err != nil {
+			return nil, cfg.Wrap(fmt.Sprintf("broker.listener[%d].address", i), fmt.Errorf("%q: %w", l.Address, err))
+		}
+		switch {
+		case open:
+			out = append(out, broker.ListenerConfig{Kind: kind, Addr: l.Address, Optional: l.Optional})
+		case l.Default && host == "":
+			out = append(out,
+				broker.ListenerConfig{Kind: kind, Addr: net.JoinHostPort("127.0.0.1", port)},
+				broker.ListenerConfig{Kind: kind, Addr: net.JoinHostPort("::1", port), Optional: true})
+		case !isLoopback(host):
+			return nil, cfg.Wrap(fmt.Sprintf("broker.listener[%d].address", i), fmt.Errorf(
+				"%s listener %q is reachable from the network but there is no password file: "+
+					"make one with `pimqtt passwd -c /etc/pimqtt/passwd USER` (or mosquitto_passwd) and pass --password-file /etc/pimqtt/passwd "+
+					"(broker.password_file), or pass --allow-anonymous (broker.allow_anonymous) to let anyone on the network connect", l.Kind, l.Address))
+		default:
+			out = append(out, broker.ListenerConfig{Kind: kind, Addr: l.Address, Optional: l.Optional})
+		}
+	}
+	return out, nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// logAccess says once, in the terms of the flags, who may connect; the
+// broker then logs each address it actually bound.
+func logAccess(log *slog.Logger, cfg config.Config, listeners []broker.ListenerConfig) {
+	addrs := make([]string, 0, len(listeners))
+	loopbackOnly := true
+	for _, l := range listeners {
+		addrs = append(addrs, l.Kind+" "+l.Addr)
+		host, _, _ := net.SplitHostPort(l.Addr)
+		loopbackOnly = loopbackOnly && isLoopback(host)
+	}
+	list := strings.Join(addrs, ", ")
+	switch {
+	case len(listeners) == 0:
+		log.Warn("no listeners: only the in-process device can reach the broker")
+	case cfg.Broker.PasswordFile == "" && loopbackOnly:
+		log.Warn("no --password-file: listening on loopback only, where anyone on this machine may connect without a password",
+			"listeners", list,
+			"hint", "for phones on the LAN make a password file with: pimqtt passwd -c /etc/pimqtt/passwd USER, then run with --password-file /etc/pimqtt/passwd")
+	case cfg.Broker.PasswordFile == "":
+		log.Warn("--allow-anonymous without --password-file: anyone who can reach these listeners over the network may connect, publish and subscribe without a password",
+			"listeners", list)
+	case cfg.Broker.AllowAnonymous:
+		log.Warn("--allow-anonymous: clients without a user name may connect; a client that gives one must match the password file",
+			"listeners", list, "password_file", cfg.Broker.PasswordFile)
+	default:
+		log.Info("only users in the password file may connect", "listeners", list, "password_file", cfg.Broker.PasswordFile)
+	}
+}
+
+// brokerLimits carries the configured limits over to the broker.
+func brokerLimits(l config.Limits) broker.Limits {
+	return broker.Limits{
+		MaxPacketSize:         l.MaxPacketSize,
+		MaxConnectSize:        l.MaxConnectSize,
+		ConnectTimeout:        l.ConnectTimeout.D(),
+		MaxClients:            l.MaxClients,
+		MaxPendingConnections: l.MaxPending,
+		MaxSessionExpiry:      l.MaxSessionExpiry.D(),
+		MaxInflight:           l.MaxInflight,
+		MaxQueued:             l.MaxQueued,
+		MaxKeepAlive:          l.MaxKeepAlive.D(),
+		MaxTopicLength:        l.MaxTopicLength,
+		MaxTopicLevels:        l.MaxTopicLevels,
+		MaxUserProperties:     l.MaxUserProperties,
+	}
+}
+
+// withPortHint adds what a newcomer needs when a port is taken: on a
+// Debian or Raspberry Pi OS machine it is usually the mosquitto service,
+// which Debian starts as soon as the mosquitto package is installed.
+func withPortHint(err error) error {
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		return err
+	}
+	return fmt.Errorf("%w (another program listens there; if it is Debian's mosquitto service: "+
+		"sudo systemctl disable --now mosquitto, or choose other ports with --listen and --ws-listen)", err)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pimqtt/pimqtt/broker"
+	"github.com/pimqtt/pimqtt/config"
 	"github.com/pimqtt/pimqtt/mqtttest"
 )
 
@@ -243,10 +244,10 @@ func TestDeviceOnlyAgainstMosquitto(t *testing.T) {
 	relay := mqtttest.NewRelay(t)
 	pw := passwordFile(t, "device", "devpass", "phone", "s3cret")
 	cfg := testConfig("")
-	cfg.Mode = ModeDevice
-	cfg.Listeners = nil
-	cfg.BrokerURL = "tcp://" + relay.Addr()
-	cfg.Username, cfg.Password = "device", "devpass"
+	cfg.Mode = config.ModeDevice
+	cfg.Broker.Listeners = nil
+	cfg.Device.Brokers = []string{"tcp://" + relay.Addr()}
+	cfg.Device.Username, cfg.Device.Password = "device", "devpass"
 	m, logs := startMain(t, cfg)
 	waitLog(t, logs, "cannot connect to broker")
 	port := strconv.Itoa(mqtttest.StartMosquitto(t, mqtttest.MosquittoConfig{

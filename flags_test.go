@@ -2,49 +2,71 @@ package main
 
 import (
 	"io"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
+
 	"github.com/pimqtt/pimqtt/broker"
+	"github.com/pimqtt/pimqtt/config"
 )
 
-func TestListenerConfigs(t *testing.T) {
+// resolve is the command line as main reads it, without a default file
+// and with an empty environment.
+func resolve(t *testing.T, args ...string) (config.Config, error) {
+	t.Helper()
+	fs := pflag.NewFlagSet("pimqtt", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cmd := config.Bind(fs, func(string) string { return "" })
+	cmd.DefaultPath = filepath.Join(t.TempDir(), "absent.toml")
+	if err := fs.Parse(args); err != nil {
+		return config.Config{}, err
+	}
+	return cmd.Resolve()
+}
+
+func TestBrokerListeners(t *testing.T) {
 	lc := func(kind, addr string, optional bool) broker.ListenerConfig {
 		return broker.ListenerConfig{Kind: kind, Addr: addr, Optional: optional}
 	}
 	cases := []struct {
-		name           string
-		tcp, ws        []string
-		changed        bool
-		passwordFile   string
-		allowAnonymous bool
-		want           []broker.ListenerConfig
-		wantErr        bool
+		name    string
+		args    []string
+		want    []broker.ListenerConfig
+		wantErr string
 	}{
-		{name: "defaults without password file bind loopback", tcp: []string{":1883"}, ws: []string{":8083"},
+		{name: "defaults without password file bind loopback", args: nil,
 			want: []broker.ListenerConfig{lc("tcp", "127.0.0.1:1883", false), lc("tcp", "[::1]:1883", true), lc("ws", "127.0.0.1:8083", false), lc("ws", "[::1]:8083", true)}},
-		{name: "defaults with password file bind everywhere", tcp: []string{":1883"}, ws: []string{":8083"}, passwordFile: "p",
+		{name: "defaults with password file bind everywhere", args: []string{"--password-file", "p"},
 			want: []broker.ListenerConfig{lc("tcp", ":1883", false), lc("ws", ":8083", false)}},
-		{name: "explicit all-interfaces without password file", tcp: []string{":1883"}, changed: true, wantErr: true},
-		{name: "explicit LAN address without password file", tcp: []string{"192.0.2.10:1883"}, changed: true, wantErr: true},
-		{name: "explicit LAN address with allow-anonymous", tcp: []string{"0.0.0.0:1883"}, changed: true, allowAnonymous: true,
+		{name: "explicit all-interfaces without password file", args: []string{"--listen", ":1883"}, wantErr: "--listen"},
+		{name: "explicit LAN address without password file", args: []string{"--listen", "192.0.2.10:1883"}, wantErr: "pimqtt passwd -c"},
+		{name: "explicit LAN address with allow-anonymous", args: []string{"--listen", "0.0.0.0:1883", "--ws-listen", "", "--allow-anonymous"},
 			want: []broker.ListenerConfig{lc("tcp", "0.0.0.0:1883", false)}},
-		{name: "explicit loopback", tcp: []string{"127.0.0.1:1884", "[::1]:1884", "localhost:1885"}, changed: true,
+		{name: "explicit loopback", args: []string{"--listen", "127.0.0.1:1884", "--listen", "[::1]:1884", "--listen", "localhost:1885", "--ws-listen", ""},
 			want: []broker.ListenerConfig{lc("tcp", "127.0.0.1:1884", false), lc("tcp", "[::1]:1884", false), lc("tcp", "localhost:1885", false)}},
-		{name: "websocket disabled", tcp: []string{"127.0.0.1:1"}, ws: []string{""}, changed: true,
+		{name: "websocket disabled", args: []string{"--listen", "127.0.0.1:1", "--ws-listen", ""},
 			want: []broker.ListenerConfig{lc("tcp", "127.0.0.1:1", false)}},
-		{name: "garbage", tcp: []string{"no-port"}, changed: true, wantErr: true},
+		{name: "garbage", args: []string{"--listen", "no-port"}, wantErr: "no-port"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := listenerConfigs(tc.tcp, tc.ws, tc.changed, tc.changed, tc.passwordFile, tc.allowAnonymous)
-			if (err != nil) != tc.wantErr {
-				t.Fatalf("err = %v, wantErr %v", err, tc.wantErr)
+			cfg, err := resolve(t, tc.args...)
+			if err == nil {
+				var got []broker.ListenerConfig
+				got, err = brokerListeners(cfg)
+				if err == nil && tc.wantErr == "" && !reflect.DeepEqual(got, tc.want) {
+					t.Fatalf("got %+v\nwant %+v", got, tc.want)
+				}
 			}
-			if !tc.wantErr && !reflect.DeepEqual(got, tc.want) {
-				t.Fatalf("got %+v\nwant %+v", got, tc.want)
+			if tc.wantErr == "" && err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("err = %v, want one mentioning %q", err, tc.wantErr)
 			}
 		})
 	}
@@ -68,7 +90,7 @@ func TestParseFlagsLines(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, _, err := parseFlags(append(tc.args, "--log-level", "error"), io.Discard, io.Discard)
+			cfg, err := resolve(t, tc.args...)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want one mentioning %q", err, tc.wantErr)
@@ -78,8 +100,8 @@ func TestParseFlagsLines(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if cfg.UseShorthand != tc.wantShorthand || len(cfg.Outputs) != tc.wantOutputs || len(cfg.Inputs) != tc.wantInputs {
-				t.Fatalf("shorthand %v outputs %d inputs %d", cfg.UseShorthand, len(cfg.Outputs), len(cfg.Inputs))
+			if cfg.UseShorthand() != tc.wantShorthand || len(cfg.Outputs) != tc.wantOutputs || len(cfg.Inputs) != tc.wantInputs {
+				t.Fatalf("shorthand %v outputs %d inputs %d", cfg.UseShorthand(), len(cfg.Outputs), len(cfg.Inputs))
 			}
 		})
 	}
@@ -108,7 +130,7 @@ func TestParseFlagsBadLimits(t *testing.T) {
 	firstFlag := regexp.MustCompile(`--[a-z][a-z-]*`)
 	for _, tc := range cases {
 		t.Run(tc.flag, func(t *testing.T) {
-			_, _, err := parseFlags([]string{tc.flag, tc.value, "--log-level", "error"}, io.Discard, io.Discard)
+			_, err := resolve(t, tc.flag, tc.value)
 			if err == nil {
 				t.Fatalf("%s %s accepted", tc.flag, tc.value)
 			}

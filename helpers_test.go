@@ -19,7 +19,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/pimqtt/pimqtt/broker"
+	"github.com/pimqtt/pimqtt/config"
 	"github.com/pimqtt/pimqtt/mqtttest"
 )
 
@@ -48,25 +48,19 @@ func passwordFile(t testing.TB, users ...string) string {
 
 // testConfig is an all-in-one configuration on loopback ports chosen by the
 // kernel, with a simulated line.
-func testConfig(passwordFile string) Config {
-	return Config{
-		Mode: ModeAll,
-		Listeners: []broker.ListenerConfig{
-			{Kind: broker.TCP, Addr: "127.0.0.1:0"},
-			{Kind: broker.WebSocket, Addr: "127.0.0.1:0"},
-		},
-		PasswordFile: passwordFile,
-		Limits:       broker.DefaultLimits(),
-		Topic:        "raspberry/led",
-		StatusTopic:  "raspberry/status",
-		GPIO:         "sim",
-		UseShorthand: true,
-		Prefix:       "raspberry",
+func testConfig(passwordFile string) config.Config {
+	cfg := config.Default()
+	cfg.Broker.Listeners = []config.Listener{
+		{Address: "127.0.0.1:0", Kind: config.KindMQTT},
+		{Address: "127.0.0.1:0", Kind: config.KindWS},
 	}
+	cfg.Broker.PasswordFile = passwordFile
+	cfg.Device.GPIO = "sim"
+	return cfg
 }
 
 // startMain runs the program in-process and returns it with its log.
-func startMain(t testing.TB, cfg Config) (*Main, *mqtttest.SyncBuffer) {
+func startMain(t testing.TB, cfg config.Config) (*Main, *mqtttest.SyncBuffer) {
 	t.Helper()
 	logs := &mqtttest.SyncBuffer{}
 	m := &Main{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
@@ -83,7 +77,7 @@ func startMain(t testing.TB, cfg Config) (*Main, *mqtttest.SyncBuffer) {
 			t.Logf("program log:\n%s", logs)
 		}
 	})
-	if cfg.Mode == ModeAll {
+	if cfg.Mode == config.ModeAll {
 		waitDeviceReady(t, m)
 	}
 	return m, logs
@@ -106,7 +100,7 @@ func waitDeviceReady(t testing.TB, m *Main) {
 	}
 	defer c.Disconnect(50)
 	on := make(chan struct{}, 1)
-	tok := c.Subscribe(m.Config.StatusTopic, 1, func(_ paho.Client, msg paho.Message) {
+	tok := c.Subscribe(m.Config.Device.StatusTopic, 1, func(_ paho.Client, msg paho.Message) {
 		if string(msg.Payload()) == `{"status": "On"}` {
 			select {
 			case on <- struct{}{}:

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -20,6 +19,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/pimqtt/pimqtt/broker"
+	"github.com/pimqtt/pimqtt/config"
 )
 
 // Tests of what start-up promises: what is logged about access, what a
@@ -63,10 +63,16 @@ func TestAccessLogSaysWhoMayConnect(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var logs bytes.Buffer
-			if _, _, err := parseFlags(append([]string{"--gpio", "sim"}, tc.args...), io.Discard, &logs); err != nil {
-				t.Fatalf("parseFlags: %v", err)
+			cfg, err := resolve(t, tc.args...)
+			if err != nil {
+				t.Fatal(err)
 			}
+			listeners, err := brokerListeners(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs bytes.Buffer
+			logAccess(slog.New(slog.NewTextHandler(&logs, nil)), cfg, listeners)
 			for _, w := range tc.want {
 				if !strings.Contains(logs.String(), w) {
 					t.Errorf("log lacks %q:\n%s", w, logs.String())
@@ -90,7 +96,7 @@ func TestPortInUseHint(t *testing.T) {
 	}
 	defer hold.Close()
 	cfg := testConfig("")
-	cfg.Listeners = []broker.ListenerConfig{{Kind: broker.TCP, Addr: hold.Addr().String()}}
+	cfg.Broker.Listeners = []config.Listener{{Address: hold.Addr().String(), Kind: config.KindMQTT}}
 	m := &Main{Config: cfg, Logger: discardLogger()}
 	err = m.Run(context.Background())
 	if err == nil {

@@ -17,7 +17,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/pimqtt/pimqtt/broker"
-	"github.com/pimqtt/pimqtt/gpio"
+	"github.com/pimqtt/pimqtt/config"
 	"github.com/pimqtt/pimqtt/mqtttest"
 )
 
@@ -63,28 +63,30 @@ func simPull(t testing.TB, sysfs string, off int, up bool) {
 }
 
 // vmConfig is an all-in-one pimqtt with named lines on the sim chip.
-func vmConfig(t testing.TB, dataDir string) Config {
+func vmConfig(t testing.TB, dataDir string) config.Config {
 	t.Helper()
 	cfg := testConfig("")
-	cfg.Listeners = []broker.ListenerConfig{{Kind: broker.TCP, Addr: "127.0.0.1:0"}}
-	cfg.UseShorthand = false
-	cfg.DataDir = dataDir
+	cfg.Broker.Listeners = []config.Listener{{Address: "127.0.0.1:0", Kind: config.KindMQTT}}
+	cfg.Device.DataDir = dataDir
 	for _, o := range []string{"led=GPIO21", "relay=GPIO20,active-low,initial=restore", "fan=GPIO19,initial=restore"} {
-		f, err := gpio.ParseOutputFlag(o)
+		f, err := config.ParseOutputFlag(o)
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg.Outputs = append(cfg.Outputs, f)
 	}
-	f, err := gpio.ParseInputFlag("door=GPIO5,pull-down,debounce=5ms")
+	f, err := config.ParseInputFlag("door=GPIO5,pull-down,debounce=5ms")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Inputs = []gpio.LineFlag{f}
+	cfg.Inputs = []config.Input{f}
+	if cfg.UseShorthand() {
+		t.Fatal("named lines and the one-LED shorthand both configured")
+	}
 	return cfg
 }
 
-func runVM(t testing.TB, cfg Config) (*Main, string) {
+func runVM(t testing.TB, cfg config.Config) (*Main, string) {
 	t.Helper()
 	logs := &mqtttest.SyncBuffer{}
 	m := &Main{Config: cfg, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}

@@ -34,6 +34,9 @@ func (c Config) validate() error {
 			continue
 		}
 		id := l.Kind.String() + " " + l.Address
+		if port == "0" {
+			continue // the kernel picks a free port for each
+		}
 		if prev, dup := seen[l.Address]; dup {
 			bad(key+".address", "%q is also the address of %s", l.Address, prev)
 			continue

@@ -54,13 +54,6 @@
 // the pin low. The kernel inverts them, edges included (with gpio-sim on
 // Linux 6.1, checked in the VM: a pin going low is a rising edge).
 //
-// # Command-line flags
-//
-// [ParseOutputFlag] and [ParseInputFlag] parse pimqtt's line flags
-// ("led=GPIO21,active-low,initial=restore", "button=pin11,pull-up,
-// debounce=10ms,active-low") into a [LineFlag], whose Options open the line
-// as the flag asks.
-//
 // # Platforms
 //
 // The kernel lines need Linux (go-gpiocdev's uAPI is Linux-only). The
