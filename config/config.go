@@ -46,6 +46,12 @@ type Broker struct {
 	// AllowAnonymous lets clients without a user name connect on every
 	// listener.
 	AllowAnonymous bool `toml:"allow_anonymous"`
+	// RefusalCodes is how a refused login is answered: spec (a wrong
+	// user name or password gets "bad user name or password", 3.1.1 code
+	// 4 / MQTT 5 0x86) or mosquitto (every refusal is "not authorized",
+	// 5 / 0x87, as mosquitto 2.0 answers). An imported mosquitto.conf
+	// sets mosquitto, so clients see exactly what they saw before.
+	RefusalCodes RefusalCodes `toml:"refusal_codes"`
 	// Listeners are the network listeners. [Default] gives :1883 (mqtt)
 	// and :8083 (ws), marked Default; an explicit empty list (listener =
 	// []) means none: only the in-process device reaches the broker.
@@ -315,6 +321,28 @@ func (p Pull) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
 func (p *Pull) UnmarshalText(b []byte) error { return parseEnum(p, string(b), pullNames) }
 
 func (Pull) choices() []string { return pullNames }
+
+// RefusalCodes is how refused logins are answered: spec or mosquitto.
+type RefusalCodes int
+
+// The ways to answer a refused login; the zero value is spec.
+const (
+	RefusalSpec RefusalCodes = iota
+	RefusalMosquitto
+)
+
+var refusalNames = []string{"spec", "mosquitto"}
+
+// String returns spec or mosquitto.
+func (r RefusalCodes) String() string { return enumName(refusalNames, int(r)) }
+
+// MarshalText writes the choice as UnmarshalText reads it.
+func (r RefusalCodes) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText accepts spec or mosquitto.
+func (r *RefusalCodes) UnmarshalText(b []byte) error { return parseEnum(r, string(b), refusalNames) }
+
+func (RefusalCodes) choices() []string { return refusalNames }
 
 // chooser is an enumeration: errors list its choices.
 type chooser interface{ choices() []string }

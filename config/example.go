@@ -40,6 +40,11 @@ level = "info"
 password_file = "/etc/pimqtt/passwd"
 # Let clients without a user name connect on every listener.
 allow_anonymous = false
+# How a refused login is answered: "spec" (a wrong user name or password gets
+# "bad user name or password", MQTT 3.1.1 code 4 / MQTT 5 0x86) or "mosquitto"
+# (every refusal is "not authorized", 5 / 0x87, as mosquitto 2.0 answers; an
+# imported mosquitto.conf sets this).
+refusal_codes = "spec"
 
 # Listeners: kind "mqtt" (MQTT over TCP) or "ws" (MQTT over WebSocket, any
 # path incl. /mqtt). Without any [[broker.listener]], pimqtt listens on

@@ -38,6 +38,7 @@ func TestLoadEveryKey(t *testing.T) {
 		Broker: Broker{
 			PasswordFile:   "/etc/pimqtt/passwd",
 			AllowAnonymous: true,
+			RefusalCodes:   RefusalMosquitto,
 			Listeners: []Listener{
 				{Address: "127.0.0.1:1884", Kind: KindMQTT},
 				{Address: ":9001", Kind: KindWS},
@@ -377,10 +378,10 @@ func TestWrap(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct{ key, want string }{
-		{"output[1].line", `testdata/full.toml:52:8: key "output[1].line": busy`},
-		{"output[1]", `testdata/full.toml:50:3: key "output[1]": busy`},
-		{"broker.listener[0].address", `testdata/full.toml:12:11: key "broker.listener[0].address": busy`},
-		{"device.client_id", `testdata/full.toml:37:13: key "device.client_id": busy`},
+		{"output[1].line", `testdata/full.toml:53:8: key "output[1].line": busy`},
+		{"output[1]", `testdata/full.toml:51:3: key "output[1]": busy`},
+		{"broker.listener[0].address", `testdata/full.toml:13:11: key "broker.listener[0].address": busy`},
+		{"device.client_id", `testdata/full.toml:38:13: key "device.client_id": busy`},
 	}
 	for _, tt := range tests {
 		if got := c.Wrap(tt.key, errBusy).Error(); got != tt.want {

@@ -525,6 +525,8 @@ func importMosquitto(path string, base Broker, o *origins) (Broker, []Notice, er
 				Text: "true, and every listener has the same settings: pimqtt applies them to all"})
 		}
 	}
+	// Clients that knew this broker as mosquitto get its answers.
+	out.RefusalCodes = RefusalMosquitto
 	out.AllowAnonymous = localOnly
 	if sec.allowAnonymous != nil {
 		out.AllowAnonymous = *sec.allowAnonymous

@@ -18,6 +18,7 @@ func TestImportSeed(t *testing.T) {
 	want := Default().Broker
 	want.PasswordFile = "/etc/mosquitto/passwd"
 	want.AllowAnonymous = false
+	want.RefusalCodes = RefusalMosquitto
 	want.Listeners = []Listener{{Address: ":1883", Kind: KindMQTT}, {Address: ":8083", Kind: KindWS}}
 	if !reflect.DeepEqual(b, want) {
 		t.Errorf("got %+v\nwant %+v", b, want)
