@@ -72,33 +72,35 @@ func DefaultLimits() Limits {
 	}
 }
 
-// Validate reports limits that would disable a protection or break MQTT.
+// Validate reports limits that would disable a protection or break MQTT,
+// by field name: the layer that knows the flag or configuration key
+// checks them first in its own terms.
 func (l Limits) Validate() error {
 	switch {
 	case l.MaxPacketSize < 64:
-		return fmt.Errorf("--max-packet-size %d: must be at least 64 bytes", l.MaxPacketSize)
+		return fmt.Errorf("broker: limit MaxPacketSize %d: must be at least 64 bytes", l.MaxPacketSize)
 	case l.MaxConnectSize < 64 || l.MaxConnectSize > l.MaxPacketSize:
-		return fmt.Errorf("--max-connect-size %d: must be from 64 bytes to --max-packet-size", l.MaxConnectSize)
+		return fmt.Errorf("broker: limit MaxConnectSize %d: must be from 64 bytes to MaxPacketSize", l.MaxConnectSize)
 	case l.ConnectTimeout <= 0:
-		return fmt.Errorf("--connect-timeout %v: must be positive", l.ConnectTimeout)
+		return fmt.Errorf("broker: limit ConnectTimeout %v: must be positive", l.ConnectTimeout)
 	case l.MaxClients < 1:
-		return fmt.Errorf("--max-clients %d: must be at least 1", l.MaxClients)
+		return fmt.Errorf("broker: limit MaxClients %d: must be at least 1", l.MaxClients)
 	case l.MaxPendingConnections < 1:
-		return fmt.Errorf("--max-pending %d: must be at least 1", l.MaxPendingConnections)
+		return fmt.Errorf("broker: limit MaxPendingConnections %d: must be at least 1", l.MaxPendingConnections)
 	case l.MaxSessionExpiry < 0 || l.MaxSessionExpiry/time.Second > 1<<32-1:
-		return fmt.Errorf("--max-session-expiry %v: must be from 0 to 136 years", l.MaxSessionExpiry)
+		return fmt.Errorf("broker: limit MaxSessionExpiry %v: must be from 0 to 136 years", l.MaxSessionExpiry)
 	case l.MaxInflight < 1:
-		return fmt.Errorf("--max-inflight %d: must be at least 1", l.MaxInflight)
+		return fmt.Errorf("broker: limit MaxInflight %d: must be at least 1", l.MaxInflight)
 	case l.MaxQueued < 1:
-		return fmt.Errorf("--max-queued %d: must be at least 1", l.MaxQueued)
+		return fmt.Errorf("broker: limit MaxQueued %d: must be at least 1", l.MaxQueued)
 	case l.MaxKeepAlive < time.Second || l.MaxKeepAlive > 65535*time.Second:
-		return fmt.Errorf("--max-keepalive %v: must be from 1s to 65535s (65535s accepts every keepalive)", l.MaxKeepAlive)
+		return fmt.Errorf("broker: limit MaxKeepAlive %v: must be from 1s to 65535s (65535s accepts every keepalive)", l.MaxKeepAlive)
 	case l.MaxTopicLength < 1:
-		return fmt.Errorf("--max-topic-length %d: must be at least 1", l.MaxTopicLength)
+		return fmt.Errorf("broker: limit MaxTopicLength %d: must be at least 1", l.MaxTopicLength)
 	case l.MaxTopicLevels < 1:
-		return fmt.Errorf("--max-topic-levels %d: must be at least 1", l.MaxTopicLevels)
+		return fmt.Errorf("broker: limit MaxTopicLevels %d: must be at least 1", l.MaxTopicLevels)
 	case l.MaxUserProperties < 0:
-		return fmt.Errorf("--max-user-properties %d: must be at least 0", l.MaxUserProperties)
+		return fmt.Errorf("broker: limit MaxUserProperties %d: must be at least 0", l.MaxUserProperties)
 	}
 	return nil
 }

@@ -247,7 +247,7 @@ func TestUnknownName(t *testing.T) {
 			out.Close()
 			t.Fatalf("OpenOutput(%q) succeeded: %s", spec, out)
 		}
-		want := fmt.Sprintf(`gpio: line %s: not found on any GPIO chip (searched %s [gpio-vm-sim]); run "pimqtt gpio" to list the lines, or use --gpio sim`, spec, c.name)
+		want := fmt.Sprintf(`gpio: line %s: not found on any GPIO chip (searched %s [gpio-vm-sim]); run "pimqtt gpio" to list the lines, or use the line spec "sim" to simulate the line`, spec, c.name)
 		if !errors.Is(err, gpiocdev.ErrNotFound) || err.Error() != want {
 			t.Errorf("OpenOutput(%q) error\n %v\nwant\n %s", spec, err, want)
 		}
@@ -261,7 +261,7 @@ func TestMissingChip(t *testing.T) {
 	c := envChip(t)
 	logger, _ := testLogger(t)
 	_, err := OpenOutput("gpiochip999:1", WithLogger(logger))
-	want := fmt.Sprintf(`gpio: chip gpiochip999: lstat /dev/gpiochip999: no such file or directory; the chips here are %s (run "pimqtt gpio" to list their lines); or use --gpio sim`, c.name)
+	want := fmt.Sprintf(`gpio: chip gpiochip999: lstat /dev/gpiochip999: no such file or directory; the chips here are %s (run "pimqtt gpio" to list their lines); or use the line spec "sim" to simulate the line`, c.name)
 	if !errors.Is(err, fs.ErrNotExist) || err.Error() != want {
 		t.Errorf("error\n %v\nwant\n %s", err, want)
 	}
@@ -443,7 +443,7 @@ func TestSymlinkChip(t *testing.T) {
 
 func TestPermissionHint(t *testing.T) {
 	got := permissionHint("/dev/gpiochip0", "gpio", true)
-	want := "/dev/gpiochip0 belongs to group gpio: add the user to it (sudo usermod -aG gpio $USER) and log in again, or use --gpio sim"
+	want := "/dev/gpiochip0 belongs to group gpio: add the user to it (sudo usermod -aG gpio $USER) and log in again, or use the line spec \"sim\" to simulate the line"
 	if got != want {
 		t.Errorf("group gpio:\n %s\nwant\n %s", got, want)
 	}
@@ -476,7 +476,7 @@ func TestPermissionDenied(t *testing.T) {
 		advice string
 	}{
 		{"root-only", 0, 0o600, c.dev + " is for root only: run as root, or give group gpio access"},
-		{"group", 65534, 0o660, c.dev + " belongs to group nogroup: add the user to it (sudo usermod -aG nogroup $USER) and log in again, or use --gpio sim"},
+		{"group", 65534, 0o660, c.dev + " belongs to group nogroup: add the user to it (sudo usermod -aG nogroup $USER) and log in again, or use the line spec \"sim\" to simulate the line"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -20,7 +20,7 @@ func TestLineNotFoundMessages(t *testing.T) {
 		{"GPIO21", nil,
 			`gpio: line GPIO21 not found: this machine has no GPIO chip (no /dev/gpiochip*); use the line spec "sim" to simulate one`, true},
 		{"GPIO5", []string{"gpiochip0 [pinctrl-bcm2711]", "gpiochip1 [raspberrypi-exp-gpio]"},
-			`gpio: line GPIO5: not found on any GPIO chip (searched gpiochip0 [pinctrl-bcm2711], gpiochip1 [raspberrypi-exp-gpio]); run "pimqtt gpio" to list the lines, or use --gpio sim`, false},
+			`gpio: line GPIO5: not found on any GPIO chip (searched gpiochip0 [pinctrl-bcm2711], gpiochip1 [raspberrypi-exp-gpio]); run "pimqtt gpio" to list the lines, or use the line spec "sim" to simulate the line`, false},
 	}
 	for _, tt := range tests {
 		err := lineNotFound(tt.name, tt.searched)

@@ -88,7 +88,7 @@ func lineNotFound(name string, searched []string) error {
 	if len(searched) == 0 {
 		return fmt.Errorf("gpio: line %s %w: %w (no /dev/gpiochip*); %s", name, gpiocdev.ErrNotFound, ErrNoChip, simAdvice)
 	}
-	return fmt.Errorf("gpio: line %s: %w on any GPIO chip (searched %s); run \"pimqtt gpio\" to list the lines, or use --gpio sim",
+	return fmt.Errorf("gpio: line %s: %w on any GPIO chip (searched %s); run \"pimqtt gpio\" to list the lines, or use the line spec \"sim\" to simulate the line",
 		name, gpiocdev.ErrNotFound, strings.Join(searched, ", "))
 }
 
@@ -159,7 +159,7 @@ func chipError(chip, path string, err error) error {
 		if len(cc) == 0 {
 			return fmt.Errorf("chip %s: %w; %w (no /dev/gpiochip*); %s", chip, err, ErrNoChip, simAdvice)
 		}
-		return fmt.Errorf("chip %s: %w; the chips here are %s (run \"pimqtt gpio\" to list their lines); or use --gpio sim",
+		return fmt.Errorf("chip %s: %w; the chips here are %s (run \"pimqtt gpio\" to list their lines); or use the line spec \"sim\" to simulate the line",
 			chip, err, strings.Join(cc, ", "))
 	case errors.Is(err, gpiocdev.ErrNotCharacterDevice):
 		return fmt.Errorf("chip %s: %s: %w, so not a GPIO chip", chip, path, err)
@@ -185,11 +185,11 @@ func permissionAdvice(path string) string {
 // may (groupRW) or may not read and write it.
 func permissionHint(path, group string, groupRW bool) string {
 	if group != "" && group != "root" && groupRW {
-		return fmt.Sprintf("%s belongs to group %s: add the user to it (sudo usermod -aG %s $USER) and log in again, or use --gpio sim",
+		return fmt.Sprintf("%s belongs to group %s: add the user to it (sudo usermod -aG %s $USER) and log in again, or use the line spec \"sim\" to simulate the line",
 			path, group, group)
 	}
 	return fmt.Sprintf("%s is for root only: run as root, or give group gpio access (udev rule SUBSYSTEM==\"gpio\", GROUP=\"gpio\", MODE=\"0660\"), "+
-		"add the user to group gpio (sudo usermod -aG gpio $USER) and log in again; or use --gpio sim", path)
+		"add the user to group gpio (sudo usermod -aG gpio $USER) and log in again; or use the line spec \"sim\" to simulate the line", path)
 }
 
 // requestOutput requests offset of chip as an output.
