@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // fileMode is what every file we write gets: the hashes are salted but
@@ -33,13 +34,23 @@ const fileMode = 0o600
 // A path that cannot be written fails before anything is written, with the errors of
 // CheckPasswordFile.
 func SetPassword(path, username, password string, create bool) error {
+	return SetPasswordWith(path, username, password, create, HashOptions{})
+}
+
+// SetPasswordWith is SetPassword with the hash chosen by opts, like
+// mosquitto_passwd's -H and -I. Options Hash refuses fail before the file
+// is touched.
+func SetPasswordWith(path, username, password string, create bool, opts HashOptions) error {
 	if err := ValidateUsername(username); err != nil {
+		return fmt.Errorf("set password in %s: %w", path, err)
+	}
+	if err := opts.Validate(); err != nil {
 		return fmt.Errorf("set password in %s: %w", path, err)
 	}
 	if err := CheckPasswordFile(path, create); err != nil {
 		return err
 	}
-	hash, err := HashPassword(password)
+	hash, err := opts.Hash(password)
 	if err != nil {
 		return fmt.Errorf("set password in %s for %q: %w", path, username, err)
 	}
@@ -131,6 +142,124 @@ func DeleteUser(path, username string) error {
 		return fmt.Errorf("delete user from %s: %w", path, err)
 	}
 	return nil
+}
+
+// HashResult says what HashPlaintext did.
+type HashResult struct {
+	// Hashed is the number of plaintext passwords replaced by hashes.
+	Hashed int
+	// Kept is the number of lines that were already hashed and are left
+	// as they were.
+	Kept int
+}
+
+// HashPlaintext replaces the plaintext passwords of a file of
+// "user:password" lines by hashes, like `mosquitto_passwd -U path`, with
+// the hash chosen by opts. Unlike mosquitto_passwd, which hashes every
+// line again and so turns a hash into the password of nobody (upstream
+// issue 3416), lines that already hold a usable hash are left as they are:
+// a file may be part hashed, part plaintext, e.g. after a user was added
+// by hand. Comments and blank lines are kept too (mosquitto_passwd 2.0.11
+// refuses them as corrupt).
+//
+// The password is what the broker would have read in a plaintext file:
+// the text after the first ':', blanks around it removed. A line whose
+// password would be cut there (it holds another ':'), a line without ':',
+// an empty user or password, a user name ValidateUsername refuses and a
+// line that looks like a hash ("$6$", "$7$") but is not a usable one are
+// errors with the file's name and line number, and the file is then left
+// untouched: nothing is hashed unless everything can be. The file is
+// replaced the way SetPassword replaces it, and only if something was
+// hashed.
+func HashPlaintext(path string, opts HashOptions) (HashResult, error) {
+	var res HashResult
+	if err := opts.Validate(); err != nil {
+		return res, fmt.Errorf("hash passwords in %s: %w", path, err)
+	}
+	if err := checkPasswordFile(path, false, false); err != nil {
+		return res, err
+	}
+	target, err := resolve(path, false)
+	if err != nil {
+		return res, fmt.Errorf("hash passwords in %s: %w", path, err)
+	}
+	old, info, err := readExisting(target)
+	if err != nil {
+		return res, fmt.Errorf("hash passwords in %s: %w", path, err)
+	}
+	var out bytes.Buffer
+	for i, line := range bytes.SplitAfter(old, []byte{'\n'}) {
+		hashed, err := hashPlaintextLine(line, opts)
+		if err != nil {
+			return HashResult{}, fmt.Errorf("%s:%d: %w; nothing was changed", path, i+1, err)
+		}
+		switch {
+		case hashed == nil:
+			res.Kept++
+			out.Write(line)
+		case len(hashed) == 0:
+			out.Write(line) // comment or blank
+		default:
+			res.Hashed++
+			out.Write(hashed)
+			out.Write(ending(line))
+		}
+	}
+	if res.Hashed == 0 {
+		return res, nil
+	}
+	if err := writeAtomic(target, out.Bytes(), info); err != nil {
+		return HashResult{}, fmt.Errorf("hash passwords in %s: %w", path, err)
+	}
+	return res, nil
+}
+
+// hashPlaintextLine is HashPlaintext for one line: the new line without
+// its ending, nil for a line already hashed, or an empty slice for a
+// comment or blank line. Errors never quote the line: it holds a password.
+func hashPlaintextLine(line []byte, opts HashOptions) ([]byte, error) {
+	user, field, kind := splitLine(string(line))
+	switch kind {
+	case lineIgnored:
+		return []byte{}, nil
+	case lineNoColon:
+		return nil, errors.New("no ':' between user name and password; fix or delete the line")
+	}
+	if user == "" {
+		return nil, errors.New("empty user name; fix or delete the line")
+	}
+	// field is what the broker reads as the hash: up to the next ':'.
+	if looksHashed(field) {
+		if _, err := parseHash(field); err != nil {
+			return nil, fmt.Errorf("user %q: looks like a hash but cannot be used (%v); fix the line, or delete it and set the password again", user, err)
+		}
+		return nil, nil
+	}
+	if err := ValidateUsername(user); err != nil {
+		return nil, fmt.Errorf("user %q: %w", user, err)
+	}
+	_, rest, _ := strings.Cut(strings.Trim(string(line), blanks), ":")
+	rest = strings.Trim(rest, blanks)
+	switch {
+	case rest == "":
+		return nil, fmt.Errorf("user %q: no password; fix or delete the line", user)
+	case strings.Contains(rest, ":"):
+		// A plaintext broker read the password only up to the ':', and
+		// mosquitto_passwd -U hashes only that part: refuse rather than
+		// guess which one was meant.
+		return nil, fmt.Errorf("user %q: the password holds a ':', which a mosquitto password file cannot hold; set it with pimqtt passwd -b instead", user)
+	}
+	hash, err := opts.Hash(rest)
+	if err != nil {
+		return nil, fmt.Errorf("user %q: %w", user, err)
+	}
+	return []byte(user + ":" + hash), nil
+}
+
+// looksHashed reports whether a password field is meant as one of
+// mosquitto's hashes rather than a plaintext password.
+func looksHashed(field string) bool {
+	return strings.HasPrefix(field, "$6$") || strings.HasPrefix(field, "$7$")
 }
 
 // isUserLine reports whether the broker would read line as an entry for

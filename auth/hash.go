@@ -135,21 +135,112 @@ func safeType(id string) string {
 	}, id)
 }
 
-// HashPassword returns exactly what mosquitto_passwd 2.0 writes after
-// "user:": "$7$101$" + base64(12-byte random salt) + "$" +
-// base64(PBKDF2-HMAC-SHA512(password, salt, 101, 64)). The result is accepted
-// by mosquitto 2.0 and 2.1 and by Load.
-func HashPassword(password string) (string, error) {
+// Algorithm is a hash mosquitto_passwd can write, chosen with -H.
+type Algorithm uint8
+
+const (
+	// PBKDF2 is "sha512-pbkdf2", mosquitto 2.0's default:
+	// "$7$ITERATIONS$SALT$HASH", PBKDF2-HMAC-SHA512.
+	PBKDF2 Algorithm = iota
+	// SHA512 is "sha512", mosquitto 1.6's default: "$6$SALT$HASH", one
+	// round of SHA-512(password || salt). It is thousands of times cheaper
+	// to attack than PBKDF2 and exists for brokers older than 1.6.
+	SHA512
+)
+
+// DefaultIterations is the PBKDF2 iteration count mosquitto_passwd 2.0
+// writes when not told otherwise (-I).
+const DefaultIterations = writeIterations
+
+// String returns the name -H takes: "sha512-pbkdf2" or "sha512".
+func (a Algorithm) String() string {
+	switch a {
+	case PBKDF2:
+		return "sha512-pbkdf2"
+	case SHA512:
+		return "sha512"
+	}
+	return fmt.Sprintf("Algorithm(%d)", uint8(a))
+}
+
+// ParseAlgorithm reads the names mosquitto_passwd's -H takes.
+func ParseAlgorithm(name string) (Algorithm, error) {
+	switch name {
+	case "sha512-pbkdf2":
+		return PBKDF2, nil
+	case "sha512":
+		return SHA512, nil
+	}
+	return 0, fmt.Errorf("unknown hash type %q: want sha512-pbkdf2 (the default) or sha512", name)
+}
+
+// HashOptions says how a password is hashed; the zero value is what
+// mosquitto_passwd 2.0 writes by default (PBKDF2, 101 iterations).
+type HashOptions struct {
+	Algorithm Algorithm
+	// Iterations is the PBKDF2 iteration count (mosquitto_passwd -I), from
+	// 1 to MaxIterations; 0 means DefaultIterations. It must be 0 with
+	// SHA512, which has no iterations: a count given there would be
+	// silently ignored (as mosquitto_passwd 2.0.11 ignores it).
+	Iterations int
+}
+
+// Validate reports options Hash would refuse, so a caller can refuse them
+// before asking for a password.
+func (o HashOptions) Validate() error {
+	switch o.Algorithm {
+	case PBKDF2:
+		if o.Iterations < 0 || o.Iterations > MaxIterations {
+			return fmt.Errorf("iteration count %d: want 1 to %d (the most a password file may hold)", o.Iterations, MaxIterations)
+		}
+	case SHA512:
+		if o.Iterations != 0 {
+			return errors.New("an iteration count applies to sha512-pbkdf2 only: sha512 has none")
+		}
+	default:
+		return fmt.Errorf("unknown hash algorithm %d", uint8(o.Algorithm))
+	}
+	return nil
+}
+
+// Hash returns what mosquitto_passwd 2.0 writes after "user:" with the
+// same -H and -I: a 12-byte random salt and a 64-byte hash, standard
+// base64 with padding. "$7$" lines are accepted by mosquitto 2.0 and 2.1,
+// "$6$" lines by every mosquitto since 1.4, and both by Load.
+func (o HashOptions) Hash(password string) (string, error) {
+	if err := o.Validate(); err != nil {
+		return "", fmt.Errorf("hash password: %w", err)
+	}
 	if err := validatePassword(password); err != nil {
 		return "", err
 	}
-	salt := make([]byte, writeSaltLen)
-	if _, err := rand.Read(salt); err != nil {
+	e := entry{kind: kindPBKDF2, iterations: o.Iterations, salt: make([]byte, writeSaltLen)}
+	if o.Algorithm == SHA512 {
+		e.kind = kindSHA512
+	} else if e.iterations == 0 {
+		e.iterations = DefaultIterations
+	}
+	if _, err := rand.Read(e.salt); err != nil {
 		return "", fmt.Errorf("hash password: read random salt: %w", err)
 	}
-	sum, err := pbkdf2.Key(sha512.New, password, salt, writeIterations, hashLen)
-	if err != nil {
-		return "", fmt.Errorf("hash password: pbkdf2: %w", err)
+	if e.hash = e.digest(password); e.hash == nil {
+		return "", errors.New("hash password: pbkdf2 refused the parameters (FIPS 140-only mode?)")
 	}
-	return fmt.Sprintf("$7$%d$%s$%s", writeIterations, b64.EncodeToString(salt), b64.EncodeToString(sum)), nil
+	return e.String(), nil
+}
+
+// String writes e the way mosquitto_passwd does; parseHash reads it back.
+func (e *entry) String() string {
+	if e.kind == kindSHA512 {
+		return fmt.Sprintf("$6$%s$%s", b64.EncodeToString(e.salt), b64.EncodeToString(e.hash))
+	}
+	return fmt.Sprintf("$7$%d$%s$%s", e.iterations, b64.EncodeToString(e.salt), b64.EncodeToString(e.hash))
+}
+
+// HashPassword returns exactly what mosquitto_passwd 2.0 writes after
+// "user:" by default: "$7$101$" + base64(12-byte random salt) + "$" +
+// base64(PBKDF2-HMAC-SHA512(password, salt, 101, 64)). It is
+// HashOptions{}.Hash.
+func HashPassword(password string) (string, error) {
+	return HashOptions{}.Hash(password)
 }

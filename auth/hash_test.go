@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -70,6 +71,75 @@ func TestValidateUsername(t *testing.T) {
 		err := ValidateUsername(tt.name)
 		if (err == nil) != tt.ok {
 			t.Errorf("ValidateUsername(%.20q) = %v, want ok=%v", tt.name, err, tt.ok)
+		}
+	}
+}
+
+func TestHashOptions(t *testing.T) {
+	salt16, hash88 := `[A-Za-z0-9+/]{16}`, `[A-Za-z0-9+/]{86}==`
+	tests := []struct {
+		opts   HashOptions
+		format string
+	}{
+		{HashOptions{}, `^\$7\$101\$` + salt16 + `\$` + hash88 + `$`},
+		{HashOptions{Algorithm: PBKDF2, Iterations: 1}, `^\$7\$1\$` + salt16 + `\$` + hash88 + `$`},
+		{HashOptions{Algorithm: PBKDF2, Iterations: 1000}, `^\$7\$1000\$` + salt16 + `\$` + hash88 + `$`},
+		{HashOptions{Algorithm: SHA512}, `^\$6\$` + salt16 + `\$` + hash88 + `$`},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%v/%d", tt.opts.Algorithm, tt.opts.Iterations), func(t *testing.T) {
+			h, err := tt.opts.Hash("pässwörd ✓")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !regexp.MustCompile(tt.format).MatchString(h) {
+				t.Errorf("Hash = %q, want %s", h, tt.format)
+			}
+			e, err := parseHash(h)
+			if err != nil {
+				t.Fatalf("parseHash(Hash()): %v", err)
+			}
+			if !e.matches("pässwörd ✓") || e.matches("passwörd ✓") {
+				t.Error("the hash does not verify its own password only")
+			}
+			if e.String() != h {
+				t.Errorf("entry.String() = %q, want the line it was parsed from %q", e.String(), h)
+			}
+		})
+	}
+}
+
+func TestHashOptionsRefused(t *testing.T) {
+	tests := []struct {
+		opts HashOptions
+		want string
+	}{
+		{HashOptions{Algorithm: PBKDF2, Iterations: -1}, "want 1 to 1000000"},
+		{HashOptions{Algorithm: PBKDF2, Iterations: MaxIterations + 1}, "want 1 to 1000000"},
+		{HashOptions{Algorithm: SHA512, Iterations: 5}, "sha512-pbkdf2 only"},
+		{HashOptions{Algorithm: 7}, "unknown hash algorithm"},
+	}
+	for _, tt := range tests {
+		if err := tt.opts.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%+v.Validate() = %v, want %q", tt.opts, err, tt.want)
+		}
+		if h, err := tt.opts.Hash("pw"); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%+v.Hash() = %q, %v; want error %q", tt.opts, h, err, tt.want)
+		}
+	}
+}
+
+func TestParseAlgorithm(t *testing.T) {
+	for _, a := range []Algorithm{PBKDF2, SHA512} {
+		got, err := ParseAlgorithm(a.String())
+		if err != nil || got != a {
+			t.Errorf("ParseAlgorithm(%q) = %v, %v", a.String(), got, err)
+		}
+	}
+	// mosquitto_passwd compares with strcmp: names are case-sensitive.
+	for _, name := range []string{"", "md5", "SHA512", "sha512-PBKDF2", "pbkdf2", "argon2id"} {
+		if _, err := ParseAlgorithm(name); err == nil || !strings.Contains(err.Error(), "unknown hash type") {
+			t.Errorf("ParseAlgorithm(%q) = %v, want unknown hash type", name, err)
 		}
 	}
 }

@@ -30,13 +30,21 @@ type Passwords struct {
 
 // Load reads a mosquitto password file. It fails only if the file cannot be
 // read; malformed lines are logged at warn level and skipped, the way the
-// mosquitto broker skips them. A nil logger discards the messages.
+// mosquitto broker skips them. A file every user of the machine may read
+// is loaded with a warning, as mosquitto 2.0.16 and later warn about it. A
+// nil logger discards the messages.
 func Load(path string, logger *slog.Logger) (*Passwords, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("load password file: %w", err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		if e := exposureOf(fi); e.Others() && logger != nil {
+			logger.Warn("password file: every user of this machine may read it and guess passwords offline",
+				"file", path, "mode", fmt.Sprintf("%04o", uint32(e.Mode)), "fix", "chmod o-rwx "+path)
+		}
+	}
 	p, err := Parse(f, path, logger)
 	if err != nil {
 		return nil, fmt.Errorf("load password file: %w", err)
