@@ -16,6 +16,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -83,6 +84,12 @@ type Result struct {
 	CA Files
 	// CAReused is true when the CA was already in Dir.
 	CAReused bool
+	// CAFingerprint is the SHA-256 fingerprint of the CA certificate, as
+	// phones show it before installing (hex pairs joined by ':'), so a
+	// copy that was swapped on the way can be spotted.
+	CAFingerprint string
+	// CAName is the CA's common name, the name phones list it under.
+	CAName string
 	// Server is the server certificate and key.
 	Server Files
 	// DNSNames and IPs are those the server certificate is valid for.
@@ -153,6 +160,8 @@ func Make(opts Options) (*Result, error) {
 		return nil, err
 	}
 	res.CA.NotAfter = ca.NotAfter
+	res.CAFingerprint = Fingerprint(ca)
+	res.CAName = ca.Subject.CommonName
 
 	// Every certificate is made and checked before any file is written.
 	type pending struct {
@@ -479,6 +488,17 @@ func nameList(names []string, ips []net.IP) []string {
 		out = append(out, ip.String())
 	}
 	return out
+}
+
+// Fingerprint returns the SHA-256 fingerprint of c as hex pairs joined by
+// ':', the form Android, iOS and openssl x509 -fingerprint show.
+func Fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	parts := make([]string, len(sum))
+	for i, b := range sum {
+		parts[i] = fmt.Sprintf("%02X", b)
+	}
+	return strings.Join(parts, ":")
 }
 
 func serialNumber() (*big.Int, error) {

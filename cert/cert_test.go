@@ -338,3 +338,22 @@ func TestDefaultDNSNames(t *testing.T) {
 		}
 	}
 }
+
+// TestFingerprintAsOpenSSL: the fingerprint printed for checking the CA on
+// a phone is the one openssl (and the phones) show.
+func TestFingerprintAsOpenSSL(t *testing.T) {
+	openssl := mqtttest.RequireTool(t, "openssl", "openssl")
+	res, err := Make(Options{Dir: t.TempDir(), DNSNames: []string{"pi.local"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(openssl, "x509", "-noout", "-fingerprint", "-sha256", "-in", res.CA.Cert).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl: %v\n%s", err, out)
+	}
+	// "sha256 Fingerprint=AB:CD:..." (the prefix's case varies by version)
+	_, want, _ := strings.Cut(strings.TrimSpace(string(out)), "=")
+	if res.CAFingerprint != want {
+		t.Errorf("fingerprint %s, openssl says %s", res.CAFingerprint, want)
+	}
+}
