@@ -71,6 +71,16 @@ func SetPasswordWith(path, username, password string, create bool, opts HashOpti
 	if err != nil {
 		return fmt.Errorf("set password in %s: %w", path, err)
 	}
+	if err := writeAtomic(target, setUserLine(old, username, newLine), info); err != nil {
+		return fmt.Errorf("set password in %s: %w", path, err)
+	}
+	return nil
+}
+
+// setUserLine is SetPassword's edit of an existing file: old with
+// username's first line replaced by newLine (keeping its line ending), its
+// further lines dropped, or newLine appended if it had none.
+func setUserLine(old []byte, username string, newLine []byte) []byte {
 	eol := lineEnding(old)
 	var out bytes.Buffer
 	replaced := false
@@ -99,10 +109,7 @@ func SetPasswordWith(path, username, password string, create bool, opts HashOpti
 		out.Write(newLine)
 		out.Write(eol)
 	}
-	if err := writeAtomic(target, out.Bytes(), info); err != nil {
-		return fmt.Errorf("set password in %s: %w", path, err)
-	}
-	return nil
+	return out.Bytes()
 }
 
 // DeleteUser removes every line for username from the password file at path,
@@ -126,6 +133,19 @@ func DeleteUser(path, username string) error {
 	if err != nil {
 		return fmt.Errorf("delete user from %s: %w", path, err)
 	}
+	out, found := deleteUserLines(old, username)
+	if !found {
+		return fmt.Errorf("delete user %q from %s: %w", username, path, ErrUserNotFound)
+	}
+	if err := writeAtomic(target, out, info); err != nil {
+		return fmt.Errorf("delete user from %s: %w", path, err)
+	}
+	return nil
+}
+
+// deleteUserLines is DeleteUser's edit: old without username's lines, and
+// whether there were any.
+func deleteUserLines(old []byte, username string) ([]byte, bool) {
 	var out bytes.Buffer
 	found := false
 	for _, line := range bytes.SplitAfter(old, []byte{'\n'}) {
@@ -135,13 +155,7 @@ func DeleteUser(path, username string) error {
 		}
 		out.Write(line)
 	}
-	if !found {
-		return fmt.Errorf("delete user %q from %s: %w", username, path, ErrUserNotFound)
-	}
-	if err := writeAtomic(target, out.Bytes(), info); err != nil {
-		return fmt.Errorf("delete user from %s: %w", path, err)
-	}
-	return nil
+	return out.Bytes(), found
 }
 
 // HashResult says what HashPlaintext did.
@@ -187,11 +201,28 @@ func HashPlaintext(path string, opts HashOptions) (HashResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("hash passwords in %s: %w", path, err)
 	}
+	out, res, err := hashPlaintext(old, opts)
+	if err != nil {
+		return HashResult{}, fmt.Errorf("%s:%w; nothing was changed", path, err)
+	}
+	if res.Hashed == 0 {
+		return res, nil
+	}
+	if err := writeAtomic(target, out, info); err != nil {
+		return HashResult{}, fmt.Errorf("hash passwords in %s: %w", path, err)
+	}
+	return res, nil
+}
+
+// hashPlaintext is HashPlaintext's edit of the file's content. Its errors
+// start with the line number and ": ".
+func hashPlaintext(old []byte, opts HashOptions) ([]byte, HashResult, error) {
+	var res HashResult
 	var out bytes.Buffer
 	for i, line := range bytes.SplitAfter(old, []byte{'\n'}) {
 		hashed, err := hashPlaintextLine(line, opts)
 		if err != nil {
-			return HashResult{}, fmt.Errorf("%s:%d: %w; nothing was changed", path, i+1, err)
+			return nil, HashResult{}, fmt.Errorf("%d: %w", i+1, err)
 		}
 		switch {
 		case hashed == nil:
@@ -205,13 +236,7 @@ func HashPlaintext(path string, opts HashOptions) (HashResult, error) {
 			out.Write(ending(line))
 		}
 	}
-	if res.Hashed == 0 {
-		return res, nil
-	}
-	if err := writeAtomic(target, out.Bytes(), info); err != nil {
-		return HashResult{}, fmt.Errorf("hash passwords in %s: %w", path, err)
-	}
-	return res, nil
+	return out.Bytes(), res, nil
 }
 
 // hashPlaintextLine is HashPlaintext for one line: the new line without
