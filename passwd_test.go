@@ -448,3 +448,69 @@ func checkCrossFile(t *testing.T, path, prefix string, users int, logins []login
 		}
 	}
 }
+
+// TestPasswdExposureWarning: a password file open to its group or to every
+// user is reported on stderr, saying what pimqtt passwd did about it (the
+// rewrite makes it 0600) or, when nothing was written, how to fix it.
+// mosquitto 2.0.16+ warns about "other" bits only (2.0.11 not at all);
+// the group is named too because the rewrite takes its access away.
+func TestPasswdExposureWarning(t *testing.T) {
+	const alice = "alice:$7$101$hdKWbldBgsoRjz6k$vMEWgkh50xI8Yt7jW2pp8VT5jHV2/PxxPGqy+j6Pd0CGwfjsJHEwPgEJIZWVfhXq2Ojzdm1lDMcKOtZzyiBBRQ==\n"
+	tests := []struct {
+		name    string
+		mode    os.FileMode // 0: no file
+		content string
+		args    []string // FILE is the file
+		code    int
+		want    string // in stderr; "" means no warning at all
+		mode2   os.FileMode
+	}{
+		{"-b on 0644", 0o644, alice, []string{"-b", "FILE", "bob", "pw"}, 0,
+			"was open to its group and every user (mode 0644); it is now 0600", 0o600},
+		{"-D on 0640", 0o640, alice, []string{"-D", "FILE", "alice"}, 0, "was open to its group (mode 0640); it is now 0600", 0o600},
+		{"-c over 0604", 0o604, alice, []string{"-c", "-b", "FILE", "bob", "pw"}, 0, "was open to every user (mode 0604)", 0o600},
+		{"-U on 0666", 0o666, "bob:pw\n", []string{"-U", "FILE"}, 0, "was open to its group and every user (mode 0666)", 0o600},
+		{"-D of nobody on 0644: nothing written", 0o644, alice, []string{"-D", "FILE", "nobody"}, 1,
+			"is open to its group and every user (mode 0644), who can copy the hashes and guess passwords offline; chmod 0600 ", 0o644},
+		{"-U with nothing to hash on 0604", 0o604, alice, []string{"-U", "FILE"}, 0, "is open to every user (mode 0604)", 0o604},
+		{"0600", 0o600, alice, []string{"-b", "FILE", "bob", "pw"}, 0, "", 0o600},
+		{"0400 read by its owner only", 0o400, alice, []string{"-b", "FILE", "bob", "pw"}, 0, "", 0o600},
+		{"new file", 0, "", []string{"-c", "-b", "FILE", "bob", "pw"}, 0, "", 0o600},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "passwd")
+			if tt.mode != 0 {
+				if err := os.WriteFile(path, []byte(tt.content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(path, tt.mode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			args := make([]string, len(tt.args))
+			for i, a := range tt.args {
+				args[i] = strings.Replace(a, "FILE", path, 1)
+			}
+			res := pimqttPasswd(t, "", args...)
+			if res.code != tt.code {
+				t.Errorf("exit %d, want %d: %s", res.code, tt.code, res.stderr)
+			}
+			switch {
+			case tt.want == "" && strings.Contains(res.stderr, "warning"):
+				t.Errorf("unexpected warning: %s", res.stderr)
+			case tt.want != "" && !strings.Contains(res.stderr, "warning: "+path+" "+strings.SplitN(tt.want, " ", 2)[0]):
+				t.Errorf("stderr %q does not warn about %s", res.stderr, path)
+			case !strings.Contains(res.stderr, tt.want):
+				t.Errorf("stderr %q lacks %q", res.stderr, tt.want)
+			}
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm() != tt.mode2 {
+				t.Errorf("mode %v after, want %v", fi.Mode().Perm(), tt.mode2)
+			}
+		})
+	}
+}
