@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,16 +21,33 @@ import (
 const (
 	TCP       = "tcp"
 	WebSocket = "ws"
-	inMemory  = "inmem"
+	// MQTTS is MQTT over TLS (usually port 8883).
+	MQTTS = "mqtts"
+	// WSS is MQTT over WebSocket over TLS (pimqtt's default port 8084).
+	WSS      = "wss"
+	inMemory = "inmem"
 )
 
 // ListenerConfig is one address to serve MQTT on.
 type ListenerConfig struct {
-	Kind string // TCP or WebSocket
+	Kind string // TCP, WebSocket, MQTTS or WSS
 	Addr string // host:port; port 0 picks a free port
 	// Optional listeners that fail to bind are logged and skipped; pimqtt
 	// uses it for the IPv6 loopback, which some Pi images disable.
 	Optional bool
+	// CertFile and KeyFile are the PEM certificate (chain) and key of an
+	// MQTTS or WSS listener; both are required for those kinds and
+	// refused for the others. Reload reads them again.
+	CertFile, KeyFile string
+	// ClientCAFile, if set, makes an MQTTS or WSS listener require a client
+	// certificate signed by one of the PEM certificates in it.
+	ClientCAFile string
+	// AllowedOrigins lists the web origins (https://dash.example:8443)
+	// whose pages may open a WebSocket to a WebSocket or WSS listener;
+	// other browser pages get 403. Empty allows any origin. Clients that
+	// send no Origin header (anything but a browser) are always let
+	// through.
+	AllowedOrigins []string
 }
 
 // Options configures a Broker.
@@ -71,6 +90,8 @@ type Broker struct {
 	mem       *memListener
 	guard     *connGuard
 	addrs     []Addr
+	tls       []*tlsSource // the TLS listeners' certificates, for Reload
+	anyOrigin []Addr       // WebSocket listeners open to pages of any origin
 	// network is closed by OpenNetwork; the network listeners accept
 	// only then.
 	network  chan struct{}
@@ -83,12 +104,34 @@ type Broker struct {
 	closeErr  error
 }
 
-// listenerKinds frames what a bound TCP listener accepts into MQTT byte
-// streams, by ListenerConfig.Kind; nil serves the TCP connections as they
-// are. A new kind (TLS, say) is a new entry here.
-var listenerKinds = map[string]func(tcp net.Listener, guard *connGuard, log *slog.Logger) net.Listener{
-	TCP:       nil,
-	WebSocket: func(tcp net.Listener, g *connGuard, log *slog.Logger) net.Listener { return newWSListener(tcp, g, log) },
+// listenerKind is how one ListenerConfig.Kind serves what its bound TCP
+// listener accepts.
+type listenerKind struct {
+	// frame turns the TCP listener into one of MQTT byte streams; nil
+	// serves the TCP connections as they are. A TLS listener's Accept
+	// never shakes hands: each connection does, in its own goroutine.
+	frame func(tcp net.Listener, f framing) net.Listener
+	tls   bool // needs CertFile and KeyFile
+	web   bool // serves WebSocket upgrades; takes AllowedOrigins
+}
+
+// framing is what a kind's frame may use.
+type framing struct {
+	guard   *connGuard
+	log     *slog.Logger
+	tls     *tls.Config   // TLS kinds only
+	origins *originPolicy // web kinds only
+}
+
+// listenerKinds are the kinds of ListenerConfig.Kind. A new kind is a new
+// entry here.
+var listenerKinds = map[string]listenerKind{
+	TCP:       {},
+	WebSocket: {web: true, frame: func(tcp net.Listener, f framing) net.Listener { return newWSListener(tcp, f) }},
+	MQTTS:     {tls: true, frame: func(tcp net.Listener, f framing) net.Listener { return tls.NewListener(tcp, f.tls) }},
+	WSS: {tls: true, web: true, frame: func(tcp net.Listener, f framing) net.Listener {
+		return newWSListener(tls.NewListener(tcp, f.tls), f)
+	}},
 }
 
 // TCP keepalive on every accepted connection (TCP and WebSocket): a peer
@@ -136,6 +179,8 @@ func New(opts Options) (*Broker, error) {
 	b.guard = &connGuard{
 		limits:        opts.Limits,
 		refused:       counter("connections refused: too many have not sent CONNECT yet", "refused", ""),
+		tlsFailed:     counter("TLS handshake failed", "failures", "from"),
+		originRefused: counter("websocket handshake refused: origin not allowed", "refused", "from"),
 		onPanic:       b.forgetClient,
 		disconnectAll: b.disconnectListener,
 	}
@@ -182,6 +227,11 @@ func New(opts Options) (*Broker, error) {
 	}
 	listenConfig := net.ListenConfig{KeepAliveConfig: tcpKeepAlive}
 	for i, lc := range opts.Listeners {
+		f, kind, err := b.framing(lc)
+		if err != nil {
+			release()
+			return nil, err
+		}
 		tcp, err := listenConfig.Listen(context.Background(), "tcp", lc.Addr)
 		if err != nil {
 			if lc.Optional {
@@ -191,15 +241,9 @@ func New(opts Options) (*Broker, error) {
 			release()
 			return nil, fmt.Errorf("broker: %s listener on %s: %w", lc.Kind, lc.Addr, err)
 		}
-		frame, known := listenerKinds[lc.Kind]
-		if !known {
-			_ = tcp.Close()
-			release()
-			return nil, fmt.Errorf("broker: listener %q: unknown kind %q (want %q or %q)", lc.Addr, lc.Kind, TCP, WebSocket)
-		}
 		var ln net.Listener = tcp
-		if frame != nil {
-			ln = frame(tcp, b.guard, opts.Logger)
+		if kind.frame != nil {
+			ln = kind.frame(tcp, f)
 		}
 		bound = append(bound, ln)
 		id := fmt.Sprintf("%s%d", lc.Kind, i)
@@ -208,12 +252,61 @@ func New(opts Options) (*Broker, error) {
 			return nil, fmt.Errorf("broker: add listener %s: %w", lc.Addr, err)
 		}
 		b.addrs = append(b.addrs, Addr{Kind: lc.Kind, Addr: ln.Addr()})
+		if kind.web && f.origins.anyOrigin() && !isLoopbackAddr(ln.Addr()) {
+			b.anyOrigin = append(b.anyOrigin, Addr{Kind: lc.Kind, Addr: ln.Addr()})
+		}
 	}
 	if err := b.server.AddListener(newConnListener(inMemory, inMemory, b.mem, b.guard, nil, opts.Logger)); err != nil {
 		release()
 		return nil, fmt.Errorf("broker: add in-memory listener: %w", err)
 	}
 	return b, nil
+}
+
+// framing checks lc against its kind and prepares what its frame needs:
+// the certificate loaded (an error names the file at fault), the origin
+// allow-list checked.
+func (b *Broker) framing(lc ListenerConfig) (framing, listenerKind, error) {
+	kind, known := listenerKinds[lc.Kind]
+	if !known {
+		return framing{}, kind, fmt.Errorf("broker: listener %q: unknown kind %q (want %q, %q, %q or %q)", lc.Addr, lc.Kind, TCP, WebSocket, MQTTS, WSS)
+	}
+	if err := lc.checkTLSFields(kind); err != nil {
+		return framing{}, kind, err
+	}
+	f := framing{guard: b.guard, log: b.log}
+	if !kind.web && len(lc.AllowedOrigins) > 0 {
+		return framing{}, kind, fmt.Errorf("broker: %s listener on %s: allowed origins are only for %s and %s listeners", lc.Kind, lc.Addr, WebSocket, WSS)
+	}
+	if kind.web {
+		p, err := newOriginPolicy(lc.AllowedOrigins)
+		if err != nil {
+			return framing{}, kind, fmt.Errorf("broker: %s listener on %s: %w", lc.Kind, lc.Addr, err)
+		}
+		f.origins = p
+	}
+	if kind.tls {
+		src, err := newTLSSource(lc, b.log)
+		if err != nil {
+			return framing{}, kind, err
+		}
+		b.tls = append(b.tls, src)
+		f.tls = src.serverConfig()
+	}
+	return f, kind, nil
+}
+
+// AnyOriginListeners returns the bound WebSocket and WSS listeners that
+// any web page may open a connection to (no AllowedOrigins) and that are
+// reachable from other machines: a page in a browser on the network could
+// use that browser to reach the broker. The caller logs a warning for
+// each, in the terms of its flags.
+func (b *Broker) AnyOriginListeners() []Addr { return append([]Addr(nil), b.anyOrigin...) }
+
+// isLoopbackAddr reports whether a bound address is on loopback only.
+func isLoopbackAddr(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // mochiLogger keeps Mochi's own start/stop chatter out of the info log;
@@ -286,7 +379,7 @@ func (b *Broker) OpenNetwork() {
 // access says who may connect on a listener bound to addr.
 func (b *Broker) access(addr net.Addr) string {
 	who := "anyone on the network"
-	if ta, ok := addr.(*net.TCPAddr); ok && ta.IP.IsLoopback() {
+	if isLoopbackAddr(addr) {
 		who = "anyone on this machine"
 	}
 	switch {
@@ -327,8 +420,10 @@ func (b *Broker) DialInMemory(ctx context.Context) (net.Conn, error) {
 
 // Reload re-reads the password file. Connected clients stay connected; new
 // connections are checked against the new file. On error the old file's
-// users stay in force.
-func (b *Broker) Reload() error {
+// users stay in force. It also re-reads the TLS listeners' certificates
+// (see reloadCertificates).
+func (b *Broker) Reload() (err error) {
+	defer func() { err = errors.Join(err, b.reloadCertificates()) }()
 	if b.opts.PasswordFile == "" {
 		return nil
 	}

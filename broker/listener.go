@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,6 +56,10 @@ type connGuard struct {
 	// lingering counts connections draining after a DISCONNECT.
 	lingering atomic.Int64
 	refused   *rateLimitedCounter
+	// tlsFailed counts failed TLS handshakes, per remote host.
+	tlsFailed *rateLimitedCounter
+	// originRefused counts WebSocket handshakes refused for their Origin.
+	originRefused *rateLimitedCounter
 	// onPanic cleans up after a connection whose goroutine panicked.
 	onPanic func(conn net.Conn)
 	// disconnectAll ends the clients of one listener on shutdown. Mochi's
@@ -141,10 +146,20 @@ func (l *connListener) serveConn(establish listeners.EstablishFn, conn *guardedC
 			l.guard.onPanic(conn)
 		}
 	}()
+	var deadline time.Time
 	if t := l.guard.limits.ConnectTimeout; t > 0 {
 		// Mochi waits forever for CONNECT; once CONNECT arrives it replaces
 		// this deadline with one derived from the keepalive.
-		_ = conn.SetReadDeadline(time.Now().Add(t))
+		deadline = time.Now().Add(t)
+		_ = conn.SetReadDeadline(deadline)
+	}
+	// An mqtts connection shakes hands here, in its own goroutine and
+	// within the CONNECT deadline, never in Accept: a client that stalls
+	// its handshake holds up nobody else, and counts as pending meanwhile.
+	if tc, ok := conn.Conn.(*tls.Conn); ok {
+		if err := l.handshake(tc, deadline); err != nil {
+			return
+		}
 	}
 	if err := establish(l.id, conn); err != nil {
 		l.log.Debug("connection ended", "remote", conn.RemoteAddr().String(), "error", err)

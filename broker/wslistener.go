@@ -3,9 +3,13 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,49 +19,52 @@ import (
 )
 
 // wsListener is a net.Listener whose connections are MQTT-over-WebSocket
-// upgrades served from a TCP listener the caller already bound, so a port
-// conflict is a startup error rather than a log line (Mochi's own WebSocket
-// listener binds inside its goroutine and only logs the failure).
+// upgrades served from a listener the caller already bound (TCP, or TLS
+// over TCP for wss), so a port conflict is a startup error rather than a
+// log line (Mochi's own WebSocket listener binds inside its goroutine and
+// only logs the failure).
 //
 // The HTTP server starts with the first Accept, so like a TCP listener it
 // leaves connections in the kernel's backlog until the broker opens it.
 type wsListener struct {
 	*connQueue
-	tcp       net.Listener
+	ln        net.Listener
 	server    *http.Server
 	upgrader  websocket.Upgrader
 	log       *slog.Logger
 	startOnce sync.Once
 }
 
-func newWSListener(tcp net.Listener, guard *connGuard, log *slog.Logger) *wsListener {
+func newWSListener(ln net.Listener, f framing) *wsListener {
 	l := &wsListener{
-		connQueue: newConnQueue(tcp.Addr()),
-		tcp:       tcp,
-		log:       log,
+		connQueue: newConnQueue(ln.Addr()),
+		ln:        ln,
+		log:       f.log,
 		upgrader: websocket.Upgrader{
 			Subprotocols:    []string{wsnet.Subprotocol},
 			ReadBufferSize:  4096,
 			WriteBufferSize: 4096,
-			// Phones and dashboards served from other origins are the normal
-			// case on a LAN; authentication happens in CONNECT, not here.
-			CheckOrigin: func(*http.Request) bool { return true },
+			// Authentication happens in CONNECT, not here; the Origin
+			// check only keeps pages from other sites out when asked to.
+			CheckOrigin: f.origins.check(f.guard),
 		},
 	}
-	t := guard.limits.ConnectTimeout
+	t := f.guard.limits.ConnectTimeout
 	l.server = &http.Server{
 		Handler: http.HandlerFunc(l.upgrade),
 		// The handshake counts towards the CONNECT deadline's purpose: a
 		// connection that says nothing, or dribbles a request or its
 		// body, is closed. net/http clears these deadlines when the
 		// upgrade hijacks the connection; from then on the CONNECT
-		// deadline applies.
+		// deadline applies. On a wss listener the smallest of them also
+		// bounds the TLS handshake, which net/http runs in the
+		// connection's own goroutine, counted as pending from the start.
 		ReadHeaderTimeout: t,
 		ReadTimeout:       t,
 		WriteTimeout:      t,
 		IdleTimeout:       t,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		ConnState:         guard.trackHandshake(),
+		ErrorLog:          log.New(httpErrorLog{guard: f.guard, log: f.log}, "", 0),
+		ConnState:         f.guard.trackHandshake(),
 	}
 	// Every request that is not an upgrade is answered with an error and
 	// "Connection: close", and the connection ends: a kept-alive
@@ -74,8 +81,8 @@ func (l *wsListener) Accept() (net.Conn, error) {
 	l.startOnce.Do(func() {
 		go func() {
 			// After Close, Serve returns ErrServerClosed at once.
-			if err := l.server.Serve(l.tcp); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				l.log.Error("websocket listener stopped", "addr", l.tcp.Addr().String(), "error", err)
+			if err := l.server.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				l.log.Error("websocket listener stopped", "addr", l.ln.Addr().String(), "error", err)
 			}
 		}()
 	})
@@ -98,12 +105,12 @@ func (l *wsListener) upgrade(w http.ResponseWriter, r *http.Request) {
 }
 
 // Close stops accepting and stops the HTTP server; upgraded connections
-// are closed by their owner. The TCP listener is closed here too, since
+// are closed by their owner. The bound listener is closed here too, since
 // the server never saw it if it never started.
 func (l *wsListener) Close() error {
 	_ = l.connQueue.Close()
 	err := l.server.Close()
-	if cerr := l.tcp.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
+	if cerr := l.ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
 		err = cerr
 	}
 	return err
@@ -125,4 +132,104 @@ type wsConn struct {
 func (c wsConn) CloseWrite() error {
 	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
 	return c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+}
+
+// originPolicy is which web pages may open a WebSocket to a listener, by
+// the Origin header browsers send. Requests without one (MQTT clients,
+// scripts, apps) are always let through: only a browser's own Origin can
+// be trusted to say which page is asking, and only browsers need keeping
+// in check, because a page from any site can open a WebSocket to any
+// address the browser reaches.
+type originPolicy struct {
+	// allowed holds normalised origins; empty allows every origin.
+	allowed map[string]bool
+}
+
+// newOriginPolicy checks and normalises an allow-list of origins such as
+// "https://dash.example:8443" or "http://192.168.1.20:8080"; an empty
+// list allows any origin.
+func newOriginPolicy(origins []string) (*originPolicy, error) {
+	p := &originPolicy{allowed: make(map[string]bool, len(origins))}
+	for _, o := range origins {
+		n, err := normalizeOrigin(o)
+		if err != nil {
+			return nil, fmt.Errorf("allowed origin %q: %w", o, err)
+		}
+		p.allowed[n] = true
+	}
+	return p, nil
+}
+
+// anyOrigin reports whether every web page may connect.
+func (p *originPolicy) anyOrigin() bool { return len(p.allowed) == 0 }
+
+// check returns the upgrader's CheckOrigin: a refused handshake is
+// answered 403 Forbidden by the upgrader and logged here, rate-limited.
+func (p *originPolicy) check(g *connGuard) func(*http.Request) bool {
+	return func(r *http.Request) bool {
+		origin := r.Header.Get("Origin")
+		if origin == "" || p.anyOrigin() {
+			return true
+		}
+		if n, err := normalizeOrigin(origin); err == nil && (p.allowed[n] || ownAddress(n, r)) {
+			return true
+		}
+		g.originRefused.add(remoteHost(r.RemoteAddr), append([]any{"remote", r.RemoteAddr}, clientTextAttrs("origin", origin)...)...)
+		return false
+	}
+}
+
+// ownAddress reports whether the normalised origin n is the IP address and
+// port the request was sent to. A browser sends that Origin only for a
+// page loaded from this very address and port, where the listener serves
+// no pages; python paho 1.6 sends it as a matter of course
+// ("https://HOST:PORT" of the broker it dials), so it is let through. A
+// host name gets no such pass: a page whose name an attacker pointed at
+// the Pi (DNS rebinding) would send one.
+func ownAddress(n string, r *http.Request) bool {
+	u, err := url.Parse(n)
+	if err != nil || net.ParseIP(u.Hostname()) == nil {
+		return false
+	}
+	originPort := u.Port()
+	if originPort == "" {
+		originPort = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	host, port, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		// No port: the default of the scheme the client used.
+		host, port = strings.Trim(r.Host, "[]"), "80"
+		if r.TLS != nil {
+			port = "443"
+		}
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.Equal(net.ParseIP(u.Hostname())) && port == originPort
+}
+
+// normalizeOrigin returns an origin as scheme://host[:port], lower case,
+// without the scheme's default port, as browsers serialise it (RFC 6454).
+func normalizeOrigin(s string) (string, error) {
+	u, err := url.Parse(strings.TrimSpace(s))
+	if err != nil {
+		return "", err
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if scheme != "http" && scheme != "https" {
+		return "", errors.New("want http://HOST[:PORT] or https://HOST[:PORT], the page's address without a path")
+	}
+	if u.Hostname() == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", errors.New("want http://HOST[:PORT] or https://HOST[:PORT], the page's address without a path")
+	}
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if (scheme == "http" && port == "80") || (scheme == "https" && port == "443") {
+		port = ""
+	}
+	switch {
+	case port != "":
+		host = net.JoinHostPort(host, port)
+	case strings.Contains(host, ":"):
+		host = "[" + host + "]"
+	}
+	return scheme + "://" + host, nil
 }
