@@ -3,10 +3,12 @@ package device
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -21,7 +23,7 @@ import (
 // Accepted URLs:
 //   - tcp://host[:port], mqtt://host[:port]: plain TCP, default port 1883
 //   - mqtts://host[:port], ssl://host[:port], tls://host[:port]: TLS over TCP, default port 8883,
-//     server certificate verified against the system roots
+//     server certificate verified against the system roots, or against WithCAFile's CA
 //   - ws://host[:port][/path]: WebSocket, default port 80, default path /mqtt
 //   - wss://host[:port][/path]: WebSocket over TLS, default port 443, default path /mqtt
 //
@@ -30,8 +32,11 @@ import (
 // logs): pass them in Options. timeout bounds connecting, including the TLS and WebSocket handshakes; 0 means 10 s.
 //
 // The DialFunc's errors name the broker's address at most once (a *net.OpError names it, the
-// handshake errors do not): its caller names the broker in its own logs.
-func NetDialer(brokerURL string, timeout time.Duration) (DialFunc, error) {
+// handshake errors do not): its caller names the broker in its own logs. A certificate the
+// client does not accept is explained (which CA, which names) in the error.
+//
+// Options: WithCAFile for a broker whose certificate a local CA signed.
+func NetDialer(brokerURL string, timeout time.Duration, opts ...DialOption) (DialFunc, error) {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
@@ -39,8 +44,20 @@ func NetDialer(brokerURL string, timeout time.Duration) (DialFunc, error) {
 	if err != nil {
 		return nil, err
 	}
+	var o dialOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	netDialer := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	tlsConfig := &tls.Config{ServerName: tg.serverName, MinVersion: tls.VersionTLS12}
+	if o.caFile != "" {
+		if tg.kind != kindTLS && tg.kind != kindWSS {
+			return nil, fmt.Errorf("CA file %s: only used with TLS, and broker URL %q is not mqtts:// or wss://", o.caFile, brokerURL)
+		}
+		if tlsConfig.RootCAs, err = loadCAFile(o.caFile); err != nil {
+			return nil, err
+		}
+	}
 
 	// The errors name the address at most once: a failed TCP dial is a *net.OpError, whose
 	// text reads "dial tcp 127.0.0.1:1883: connect: connection refused", and the handshake
@@ -55,7 +72,7 @@ func NetDialer(brokerURL string, timeout time.Duration) (DialFunc, error) {
 		return func(ctx context.Context) (net.Conn, error) {
 			c, err := tlsDialer.DialContext(ctx, "tcp", tg.addr)
 			if err != nil && !isOpError(err) {
-				return nil, fmt.Errorf("TLS handshake: %w", err)
+				return nil, fmt.Errorf("TLS handshake: %w%s", err, certificateHint(err, o.caFile))
 			}
 			return c, err
 		}, nil
@@ -81,10 +98,60 @@ func NetDialer(brokerURL string, timeout time.Duration) (DialFunc, error) {
 		case isOpError(err):
 			return nil, err
 		default:
-			return nil, fmt.Errorf("websocket handshake: %w", err)
+			return nil, fmt.Errorf("websocket handshake: %w%s", err, certificateHint(err, o.caFile))
 		}
 		return wsnet.New(ws), nil
 	}, nil
+}
+
+// DialOption changes how NetDialer's connections are made.
+type DialOption func(*dialOptions)
+
+type dialOptions struct {
+	caFile string
+}
+
+// WithCAFile makes mqtts:// and wss:// connections trust the CA certificates in the PEM file
+// path, and only those, instead of the system's roots, as mosquitto_pub --cafile does: for a
+// broker whose certificate a local CA signed (pimqtt cert, or a mosquitto with its own CA).
+// NetDialer reads the file at once and refuses it with a ws:// or tcp:// URL, where it would
+// be silently unused.
+func WithCAFile(path string) DialOption {
+	return func(o *dialOptions) { o.caFile = path }
+}
+
+// loadCAFile reads a PEM file of CA certificates.
+func loadCAFile(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("CA file %s: no PEM certificate in it (want the broker's CA certificate, e.g. ca.crt from pimqtt cert)", path)
+	}
+	return pool, nil
+}
+
+// certificateHint explains a broker certificate the client refused, or returns "".
+func certificateHint(err error, caFile string) string {
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	switch {
+	case errors.As(err, &unknown) && caFile == "":
+		return " (the broker's certificate is not signed by a CA this machine trusts: if the broker has its own CA, " +
+			"as pimqtt cert makes, give that CA's certificate as the CA file)"
+	case errors.As(err, &unknown):
+		return fmt.Sprintf(" (the broker's certificate is not signed by the CA in %s: give the CA file of the broker's own CA)", caFile)
+	case errors.As(err, &host):
+		names := append([]string(nil), host.Certificate.DNSNames...)
+		for _, ip := range host.Certificate.IPAddresses {
+			names = append(names, ip.String())
+		}
+		return fmt.Sprintf(" (connect by a name the certificate lists, %s, or make a certificate that includes %s)",
+			strings.Join(names, ", "), host.Host)
+	}
+	return ""
 }
 
 // isOpError reports whether err is a *net.OpError, which names the address it was about.
