@@ -117,4 +117,3 @@ func shorten(s string) string {
 	}
 	return s
 }
-

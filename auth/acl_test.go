@@ -19,7 +19,7 @@ func mustParseACL(t testing.TB, text string) *ACL {
 	return a
 }
 
-func anon(id string) Identity      { return Identity{ClientID: id, Anonymous: true} }
+func anon(id string) Identity       { return Identity{ClientID: id, Anonymous: true} }
 func user(id, name string) Identity { return Identity{ClientID: id, Username: name} }
 
 // TestACLParseErrors: every line mosquitto refuses is an error naming the
