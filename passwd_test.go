@@ -128,6 +128,7 @@ func TestPasswdRefusals(t *testing.T) {
 		{"user with a C1 control character", []string{"-b", file, "bob\u0085", "pw"}, "control characters", false},
 		{"user that reads as a comment", []string{"-b", file, "#bob", "pw"}, "must not begin with '#'", false},
 		{"empty password, -b", []string{"-b", file, "bob", ""}, "invalid password: empty", false},
+		{"password over 512 bytes, -b", []string{"-b", file, "bob", strings.Repeat("p", 513)}, "longer than 512 bytes", false},
 		{"-c with an extra argument", []string{"-c", file, "bob", "extra"}, "want FILE USER, got 3", false},
 	}
 	for _, tt := range tests {
