@@ -56,17 +56,44 @@ type Broker struct {
 	// and :8083 (ws), marked Default; an explicit empty list (listener =
 	// []) means none: only the in-process device reaches the broker.
 	Listeners []Listener `toml:"listener"`
-	Limits    Limits     `toml:"limits"`
+	// ACLFile is a mosquitto ACL file: who may read and write which
+	// topics. "" = every user may use every topic but $SYS (read-only)
+	// and the device's own state and status topics (the device's only).
+	ACLFile string `toml:"acl_file"`
+	// WSOrigins, when not empty, are the only web page origins
+	// ("https://host[:port]") whose pages may open a WebSocket listener;
+	// clients that send no Origin (apps, scripts) are not affected.
+	WSOrigins []string `toml:"ws_origins,omitempty"`
+	// TLS is the certificate of the TLS listeners that give none of
+	// their own. With a certificate and no listener configured, pimqtt
+	// also listens on :8883 (mqtts) and :8084 (wss).
+	TLS    TLS    `toml:"tls"`
+	Limits Limits `toml:"limits"`
+}
+
+// TLS is [broker.tls]: the server certificate of the TLS listeners.
+type TLS struct {
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// ClientCAFile, when set, makes the TLS listeners require client
+	// certificates signed by this CA.
+	ClientCAFile string `toml:"client_ca_file"`
 }
 
 // Listener is one [[broker.listener]].
 type Listener struct {
 	// Address is host:port; an empty host means every interface.
 	Address string `toml:"address"`
-	// Kind is the protocol served: mqtt (MQTT over TCP) or ws (MQTT over
-	// WebSocket, any path). Omitted, it is mqtt, as in mosquitto.
+	// Kind is the protocol served: mqtt (MQTT over TCP), ws (MQTT over
+	// WebSocket, any path), mqtts (MQTT over TLS) or wss (WebSocket over
+	// TLS). Omitted, it is mqtt, as in mosquitto.
 	Kind ListenerKind `toml:"kind"`
-	// TLS fields (certfile, keyfile, ...) come with the TLS issue.
+	// CertFile, KeyFile and ClientCAFile are a TLS listener's server
+	// certificate, its key and, when client certificates are required,
+	// the CA they must be signed by; empty takes [broker.tls]'s.
+	CertFile     string `toml:"cert_file,omitempty"`
+	KeyFile      string `toml:"key_file,omitempty"`
+	ClientCAFile string `toml:"client_ca_file,omitempty"`
 
 	// Default marks the listeners [Default] gives, which nobody asked for:
 	// without a password file pimqtt binds them to loopback only (the
@@ -111,6 +138,10 @@ type Device struct {
 	// environment variable PIMQTT_PASSWORD, else from PasswordFile, read
 	// by [Command.Resolve] in device mode. Never written out.
 	Password string `toml:"-"`
+	// CAFile is the CA that signed the broker's certificate, for mqtts://
+	// and wss:// brokers with a certificate of their own (pimqtt cert);
+	// "" = the system's roots.
+	CAFile string `toml:"ca_file"`
 	// ClientID is the device's MQTT client id; "" = pimqtt-HOSTNAME.
 	ClientID string `toml:"client_id"`
 	// StatusTopic carries the retained {"status": "On"|"Off"} and the
@@ -151,6 +182,36 @@ type Input struct {
 	Pull      Pull     `toml:"pull"`
 	Debounce  Duration `toml:"debounce"`
 	ActiveLow bool     `toml:"active_low"`
+}
+
+// ListenerCert is the certificate and key a listener serves: its own, else
+// [broker.tls]'s.
+func (c Config) ListenerCert(l Listener) (cert, key string) {
+	if l.CertFile != "" || l.KeyFile != "" {
+		return l.CertFile, l.KeyFile
+	}
+	return c.Broker.TLS.CertFile, c.Broker.TLS.KeyFile
+}
+
+// ListenerClientCA is the CA a TLS listener requires client certificates
+// from: its own, else [broker.tls]'s; "" = none required.
+func (c Config) ListenerClientCA(l Listener) string {
+	if l.ClientCAFile != "" {
+		return l.ClientCAFile
+	}
+	return c.Broker.TLS.ClientCAFile
+}
+
+// addTLSListeners opens the default TLS listeners (mqtts :8883 and wss
+// :8084) when a certificate is given and nobody configured listeners: the
+// simple case is --tls-cert and --tls-key alone.
+func (c *Config) addTLSListeners() {
+	if c.Broker.TLS.CertFile == "" || !listenersDefault(c.Broker.Listeners) {
+		return
+	}
+	c.Broker.Listeners = append(c.Broker.Listeners,
+		Listener{Address: ":8883", Kind: KindMQTTS, Default: true},
+		Listener{Address: ":8084", Kind: KindWSS, Default: true})
 }
 
 // Default is pimqtt with no file and no flags: the one-LED quick start.
@@ -252,25 +313,30 @@ func (m *Mode) Type() string { return "string" }
 
 func (Mode) choices() []string { return modeNames }
 
-// ListenerKind is what a listener serves: mqtt (MQTT over TCP) or ws
-// (MQTT over WebSocket).
+// ListenerKind is what a listener serves: mqtt (MQTT over TCP), ws (MQTT
+// over WebSocket), mqtts (MQTT over TLS) or wss (WebSocket over TLS).
 type ListenerKind int
 
 // The listener kinds; the zero value is mqtt.
 const (
 	KindMQTT ListenerKind = iota
 	KindWS
+	KindMQTTS
+	KindWSS
 )
 
-var kindNames = []string{"mqtt", "ws"}
+// TLS says whether the kind is served over TLS.
+func (k ListenerKind) TLS() bool { return k == KindMQTTS || k == KindWSS }
 
-// String returns mqtt or ws.
+var kindNames = []string{"mqtt", "ws", "mqtts", "wss"}
+
+// String returns mqtt, ws, mqtts or wss.
 func (k ListenerKind) String() string { return enumName(kindNames, int(k)) }
 
 // MarshalText writes the kind as UnmarshalText reads it.
 func (k ListenerKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
-// UnmarshalText accepts mqtt or ws.
+// UnmarshalText accepts mqtt, ws, mqtts or wss.
 func (k *ListenerKind) UnmarshalText(b []byte) error { return parseEnum(k, string(b), kindNames) }
 
 func (ListenerKind) choices() []string { return kindNames }

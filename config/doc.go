@@ -65,14 +65,19 @@
 //	max_queued_messages N          broker.limits.max_queued; 0: pimqtt's, notice
 //	persistent_client_expiration   broker.limits.max_session_expiry (14d, 2w, 1y...)
 //	include_dir DIR                its *.conf files, read in place
-//	TLS keys (certfile, keyfile,   error: a TLS listener must not silently become
-//	cafile, require_certificate,   plain text
-//	psk_file, ...)
+//	certfile, keyfile              the listener becomes mqtts (or wss with protocol
+//	                               websockets) with that certificate; one without
+//	                               the other: error (never plain text)
+//	cafile + require_certificate   the listener's client_ca_file: client
+//	true                           certificates required; cafile alone: notice
+//	tls_version, ciphers,          notice: ignored (TLS 1.2 and 1.3, Go's suites)
+//	dhparamfile
+//	capath, crlfile, psk_*,        error: pimqtt would accept what mosquitto
+//	use_*_as_username, tls_engine  refuses, or check less
 //	auth_plugin, plugin, *_opt_*   error: pimqtt would check less than mosquitto
 //	bind_interface, mount_point,   error: ignoring them would expose more than
 //	use_username_as_clientid       mosquitto does
-//	acl_file                       notice: not supported yet, ignored (every user
-//	                               may use every topic)
+//	acl_file                       broker.acl_file
 //	persistence*, autosave_*       notice: not supported yet, ignored
 //	connection (bridges)           notice: not supported yet, ignored with the
 //	                               bridge's settings

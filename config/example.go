@@ -45,10 +45,20 @@ allow_anonymous = false
 # (every refusal is "not authorized", 5 / 0x87, as mosquitto 2.0 answers; an
 # imported mosquitto.conf sets this).
 refusal_codes = "spec"
+# A mosquitto ACL file (user/topic/pattern lines): who may read and write
+# which topics. Without one every user may use every topic, but $SYS is
+# read-only and the device's own state and status topics are the device's.
+acl_file = ""
+# Web pages from these origins only may open the WebSocket listeners; apps
+# and scripts (no Origin header) are not affected. Unset: any origin.
+# ws_origins = ["https://pi.local:8080"]
 
-# Listeners: kind "mqtt" (MQTT over TCP) or "ws" (MQTT over WebSocket, any
-# path incl. /mqtt). Without any [[broker.listener]], pimqtt listens on
-# :1883 (mqtt) and :8083 (ws); listener = [] means none.
+# Listeners: kind "mqtt" (MQTT over TCP), "ws" (MQTT over WebSocket, any
+# path incl. /mqtt), "mqtts" (MQTT over TLS) or "wss" (WebSocket over TLS).
+# Without any [[broker.listener]], pimqtt listens on :1883 (mqtt) and :8083
+# (ws), and with a certificate in [broker.tls] also on :8883 (mqtts) and
+# :8084 (wss); listener = [] means none. A TLS listener may have its own
+# cert_file, key_file and client_ca_file; else [broker.tls]'s apply.
 [[broker.listener]]
 address = ":1883"
 kind = "mqtt"
@@ -56,6 +66,20 @@ kind = "mqtt"
 [[broker.listener]]
 address = ":8083"
 kind = "ws"
+
+# [[broker.listener]]
+# address = ":8883"
+# kind = "mqtts"
+# cert_file = "/etc/pimqtt/tls/server.crt"
+# key_file = "/etc/pimqtt/tls/server.key"
+# client_ca_file = ""
+
+# The certificate of the TLS listeners (make one with: pimqtt cert). With
+# client_ca_file set, clients need a certificate signed by that CA.
+[broker.tls]
+cert_file = ""
+key_file = ""
+client_ca_file = ""
 
 [broker.limits]
 # Largest packet a connected client may send, in bytes.
@@ -93,6 +117,9 @@ broker = ["tcp://127.0.0.1:1883"]
 # password (or set the environment variable PIMQTT_PASSWORD).
 username = ""
 password_file = ""
+# Device mode: the CA of a broker whose certificate is its own (mqtts://,
+# wss://, e.g. made by pimqtt cert); "" trusts the system's CAs.
+ca_file = ""
 # The device's MQTT client id; "" is pimqtt-HOSTNAME.
 client_id = ""
 # Retained {"status": "On"|"Off"} and the Last Will.

@@ -34,6 +34,8 @@ type Command struct {
 	brokerURL                 string
 	password                  string
 	listen, wsListen          []string
+	tlsListen, wssListen      []string
+	wsOrigins                 []string
 	outputs, inputs           []string
 	version                   bool
 }
@@ -49,6 +51,11 @@ var bindings = []binding{
 	{"mode", "mode", "what to run: all (broker and device), broker, or device", func(c *Config) any { return &c.Mode }},
 	{"password-file", "broker.password_file", "mosquitto password file (make one with: pimqtt passwd -c FILE USER)", func(c *Config) any { return &c.Broker.PasswordFile }},
 	{"allow-anonymous", "broker.allow_anonymous", "allow clients without a user name on every listener", func(c *Config) any { return &c.Broker.AllowAnonymous }},
+	{"acl-file", "broker.acl_file", "mosquitto ACL file: who may read and write which topics (default: all users everything, but $SYS read-only and the device's own topics the device's)", func(c *Config) any { return &c.Broker.ACLFile }},
+	{"tls-cert", "broker.tls.cert_file", "TLS certificate (PEM) of the TLS listeners; with it pimqtt also listens on :8883 (mqtts) and :8084 (wss) unless listeners are configured (make one with: pimqtt cert)", func(c *Config) any { return &c.Broker.TLS.CertFile }},
+	{"tls-key", "broker.tls.key_file", "the TLS certificate's private key (PEM)", func(c *Config) any { return &c.Broker.TLS.KeyFile }},
+	{"tls-client-ca", "broker.tls.client_ca_file", "require TLS clients to present a certificate signed by this CA (PEM)", func(c *Config) any { return &c.Broker.TLS.ClientCAFile }},
+	{"ca-file", "device.ca_file", "device mode: CA (PEM) of an mqtts:// or wss:// broker whose certificate is its own", func(c *Config) any { return &c.Device.CAFile }},
 	{"username", "device.username", "device mode: user name for --broker", func(c *Config) any { return &c.Device.Username }},
 	{"device-password-file", "device.password_file", "device mode: file holding the password for --broker (or --password, or env PIMQTT_PASSWORD)", func(c *Config) any { return &c.Device.PasswordFile }},
 	{"client-id", "device.client_id", "device's MQTT client id (default pimqtt-HOSTNAME)", func(c *Config) any { return &c.Device.ClientID }},
@@ -103,6 +110,9 @@ func Bind(fs *pflag.FlagSet, getenv func(string) string) *Command {
 	}
 	fs.StringArrayVar(&c.listen, "listen", []string{":1883"}, "MQTT over TCP address (repeatable)")
 	fs.StringArrayVar(&c.wsListen, "ws-listen", []string{":8083"}, `MQTT over WebSocket address, any path incl. /mqtt (repeatable; "" disables)`)
+	fs.StringArrayVar(&c.tlsListen, "tls-listen", nil, "MQTT over TLS address (repeatable; default :8883 when --tls-cert is given)")
+	fs.StringArrayVar(&c.wssListen, "wss-listen", nil, "MQTT over WebSocket over TLS address (repeatable; default :8084 when --tls-cert is given)")
+	fs.StringArrayVar(&c.wsOrigins, "ws-origin", nil, "only web pages from this origin (https://host[:port]) may use the WebSocket listeners (repeatable; default any)")
 	fs.StringVar(&c.brokerURL, "broker", c.flags.BrokerURL(), "broker the device connects to in device mode: tcp://, mqtt://, ws://host:port/mqtt")
 	fs.StringVar(&c.password, "password", "", "device mode: password for --broker (or env PIMQTT_PASSWORD, which stays out of ps)")
 	fs.StringArrayVar(&c.outputs, "output", nil, "named output NAME=LINE[,active-low][,initial=off|on|restore]; commands on PREFIX/NAME (repeatable)")
@@ -168,6 +178,10 @@ func (c *Command) Resolve() (Config, error) {
 		cfg.origins.set("device.broker", origin{flag: "--broker"})
 	}
 	c.applyListeners(&cfg)
+	if changed("ws-origin") {
+		cfg.Broker.WSOrigins = c.wsOrigins
+		cfg.origins.set("broker.ws_origins", origin{flag: "--ws-origin"})
+	}
 	if changed("output") {
 		cfg.Outputs = nil
 		cfg.origins.drop("output")
@@ -198,6 +212,7 @@ func (c *Command) Resolve() (Config, error) {
 	if err := c.setPassword(&cfg); err != nil {
 		return Config{}, err
 	}
+	cfg.addTLSListeners()
 	return cfg, cfg.validate()
 }
 
@@ -240,6 +255,12 @@ func (c *Command) applyListeners(cfg *Config) {
 	if c.fs.Changed("ws-listen") {
 		byKind[KindWS] = c.wsListen
 	}
+	if c.fs.Changed("tls-listen") {
+		byKind[KindMQTTS] = c.tlsListen
+	}
+	if c.fs.Changed("wss-listen") {
+		byKind[KindWSS] = c.wssListen
+	}
 	if len(byKind) == 0 {
 		return
 	}
@@ -255,8 +276,8 @@ func (c *Command) applyListeners(cfg *Config) {
 		out = append(out, l)
 	}
 	cfg.origins.rename(moves)
-	for _, kind := range []ListenerKind{KindMQTT, KindWS} {
-		flag := map[ListenerKind]string{KindMQTT: "--listen", KindWS: "--ws-listen"}[kind]
+	for _, kind := range []ListenerKind{KindMQTT, KindWS, KindMQTTS, KindWSS} {
+		flag := map[ListenerKind]string{KindMQTT: "--listen", KindWS: "--ws-listen", KindMQTTS: "--tls-listen", KindWSS: "--wss-listen"}[kind]
 		for _, addr := range byKind[kind] {
 			if addr == "" {
 				continue

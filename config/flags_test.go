@@ -43,6 +43,11 @@ level = "warn"
 [broker]
 password_file = "/file/passwd"
 allow_anonymous = true
+acl_file = "/file/acl"
+[broker.tls]
+cert_file = "/file/cert"
+key_file = "/file/key"
+client_ca_file = "/file/ca"
 [broker.limits]
 max_packet_size = 100000
 max_connect_size = 1000
@@ -66,6 +71,7 @@ topic = "file/led"
 gpio = "sim:file"
 prefix = "file"
 data_dir = "/file"
+ca_file = "/file/device-ca"
 `)
 	tests := []struct {
 		flag, value string
@@ -88,6 +94,11 @@ data_dir = "/file"
 		{"max-topic-length", "4", func(c Config) any { return c.Broker.Limits.MaxTopicLength }, 3, 4},
 		{"max-topic-levels", "4", func(c Config) any { return c.Broker.Limits.MaxTopicLevels }, 3, 4},
 		{"max-user-properties", "4", func(c Config) any { return c.Broker.Limits.MaxUserProperties }, 3, 4},
+		{"acl-file", "/flag/acl", func(c Config) any { return c.Broker.ACLFile }, "/file/acl", "/flag/acl"},
+		{"tls-cert", "/flag/cert", func(c Config) any { return c.Broker.TLS.CertFile }, "/file/cert", "/flag/cert"},
+		{"tls-key", "/flag/key", func(c Config) any { return c.Broker.TLS.KeyFile }, "/file/key", "/flag/key"},
+		{"tls-client-ca", "/flag/ca", func(c Config) any { return c.Broker.TLS.ClientCAFile }, "/file/ca", "/flag/ca"},
+		{"ca-file", "/flag/device-ca", func(c Config) any { return c.Device.CAFile }, "/file/device-ca", "/flag/device-ca"},
 		{"username", "flag", func(c Config) any { return c.Device.Username }, "file", "flag"},
 		{"device-password-file", "/flag/pw", func(c Config) any { return c.Device.PasswordFile }, "/file/pw", "/flag/pw"},
 		{"client-id", "flag", func(c Config) any { return c.Device.ClientID }, "file", "flag"},
@@ -153,6 +164,8 @@ func TestFlagDefaultsAndHelp(t *testing.T) {
 		"max-pending": "1000", "max-session-expiry": "24h0m0s", "max-inflight": "256", "max-queued": "1024",
 		"max-keepalive": "18h12m15s", "max-topic-length": "1024", "max-topic-levels": "32", "max-user-properties": "32",
 		"config": "", "mosquitto-config": "", "device-password-file": "",
+		"acl-file": "", "tls-cert": "", "tls-key": "", "tls-client-ca": "", "ca-file": "",
+		"tls-listen": "[]", "wss-listen": "[]", "ws-origin": "[]",
 	}
 	fs.VisitAll(func(f *pflag.Flag) {
 		w, ok := want[f.Name]
@@ -406,5 +419,57 @@ func TestResolveDefaultPath(t *testing.T) {
 	}
 	if c := run("--config", ""); c.Mode != ModeAll {
 		t.Errorf(`--config "" still reads the default file: mode %v`, c.Mode)
+	}
+}
+
+// TestTLSListeners: a certificate alone opens the default TLS listeners
+// beside the default plain ones; --tls-listen and --wss-listen choose
+// their addresses; a TLS listener without a certificate, a certificate
+// without its key and an origin that is not one are errors naming the flag.
+func TestTLSListeners(t *testing.T) {
+	type l struct {
+		addr string
+		kind ListenerKind
+	}
+	cases := []struct {
+		name    string
+		args    []string
+		want    []l
+		wantErr string
+	}{
+		{name: "no certificate: no TLS listener", args: nil,
+			want: []l{{":1883", KindMQTT}, {":8083", KindWS}}},
+		{name: "a certificate opens :8883 and :8084", args: []string{"--tls-cert", "c", "--tls-key", "k"},
+			want: []l{{":1883", KindMQTT}, {":8083", KindWS}, {":8883", KindMQTTS}, {":8084", KindWSS}}},
+		{name: "explicit TLS addresses", args: []string{"--tls-cert", "c", "--tls-key", "k", "--tls-listen", "127.0.0.1:8993", "--wss-listen", ""},
+			want: []l{{":1883", KindMQTT}, {":8083", KindWS}, {"127.0.0.1:8993", KindMQTTS}}},
+		{name: "only TLS", args: []string{"--tls-cert", "c", "--tls-key", "k", "--listen", "", "--ws-listen", "", "--tls-listen", ":8883"},
+			want: []l{{":8883", KindMQTTS}}},
+		{name: "TLS listener without a certificate", args: []string{"--tls-listen", ":8883"}, wantErr: "--tls-listen :8883: mqtts needs a certificate and its key"},
+		{name: "certificate without key", args: []string{"--tls-cert", "c"}, wantErr: "--tls-cert: the certificate and its key go together"},
+		{name: "bad origin", args: []string{"--ws-origin", "pi.local"}, wantErr: "--ws-origin"},
+		{name: "good origin", args: []string{"--ws-origin", "https://pi.local:8080"},
+			want: []l{{":1883", KindMQTT}, {":8083", KindWS}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := resolve(t, nil, tc.args...)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []l
+			for _, x := range c.Broker.Listeners {
+				got = append(got, l{x.Address, x.Kind})
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("listeners %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -184,6 +184,7 @@ func Load(path string) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
+	cfg.addTLSListeners()
 	return cfg, cfg.validate()
 }
 

@@ -42,7 +42,11 @@ func TestLoadEveryKey(t *testing.T) {
 			Listeners: []Listener{
 				{Address: "127.0.0.1:1884", Kind: KindMQTT},
 				{Address: ":9001", Kind: KindWS},
+				{Address: ":8885", Kind: KindMQTTS, CertFile: "/etc/pimqtt/tls/other.crt", KeyFile: "/etc/pimqtt/tls/other.key", ClientCAFile: "/etc/pimqtt/tls/other-ca.crt"},
 			},
+			ACLFile:   "/etc/pimqtt/acl",
+			WSOrigins: []string{"https://pi.local:8080"},
+			TLS:       TLS{CertFile: "/etc/pimqtt/tls/server.crt", KeyFile: "/etc/pimqtt/tls/server.key", ClientCAFile: "/etc/pimqtt/tls/ca.crt"},
 			Limits: Limits{
 				MaxPacketSize:     1 << 20,
 				MaxConnectSize:    4096,
@@ -62,6 +66,7 @@ func TestLoadEveryKey(t *testing.T) {
 			Brokers:      []string{"tcp://192.0.2.1:1883", "ws://192.0.2.2:8083/mqtt"},
 			Username:     "pi",
 			PasswordFile: "/etc/pimqtt/device-password",
+			CAFile:       "/etc/pimqtt/tls/ca.crt",
 			ClientID:     "kitchen",
 			StatusTopic:  "kitchen/status",
 			Topic:        "kitchen/led",
@@ -160,13 +165,13 @@ func TestLoadErrors(t *testing.T) {
 		{"unknown key in a table", "[broker.limits]\nmax_cleints = 3",
 			[]string{`2:1: key "broker.limits.max_cleints": unknown key "max_cleints" in [broker.limits] (did you mean "max_clients"?); the keys there are max_packet_size, max_connect_size, connect_timeout, max_clients, max_pending, max_session_expiry, max_inflight, max_queued, max_keepalive, max_topic_length, max_topic_levels, max_user_properties`}},
 		{"unknown key in an array table", "[[broker.listener]]\naddress = \":1\"\n[[broker.listener]]\nadress = \":2\"",
-			[]string{`4:1: key "broker.listener[1].adress": unknown key "adress" in [broker.listener] (did you mean "address"?); the keys there are address, kind`}},
+			[]string{`4:1: key "broker.listener[1].adress": unknown key "adress" in [broker.listener] (did you mean "address"?); the keys there are address, kind, cert_file, key_file, client_ca_file`}},
 		{"unknown table once", "[brokr]\nx = 1\ny = 2",
 			[]string{`1:2: key "brokr": unknown key "brokr" at the top level (did you mean "broker"?); the keys there are mode, mosquitto_config, log, broker, device, output, input`}},
 		{"password is not a key", "[device]\npassword = \"secret\"",
-			[]string{`2:1: key "device.password": unknown key "password" in [device]; the keys there are broker, username, password_file, client_id, status_topic, topic, gpio, prefix, data_dir`}},
+			[]string{`2:1: key "device.password": unknown key "password" in [device]; the keys there are broker, username, password_file, ca_file, client_id, status_topic, topic, gpio, prefix, data_dir`}},
 		{"bad enum", "[[broker.listener]]\naddress = \":1\"\n[[broker.listener]]\naddress = \":2\"\nkind = \"foo\"",
-			[]string{`5:8: key "broker.listener[1].kind": "foo" is not one of mqtt, ws`}},
+			[]string{`5:8: key "broker.listener[1].kind": "foo" is not one of mqtt, ws, mqtts, wss`}},
 		{"bad mode", `mode = "both"`, []string{`1:8: key "mode": "both" is not one of all, broker, device`}},
 		{"bad log level", "[log]\nlevel = \"loud\"", []string{`2:9: key "log.level": "loud" is not one of debug, info, warn, error`}},
 		{"bad initial", "[[output]]\nname = \"a\"\nline = \"sim\"\ninitial = \"1\"", []string{`4:11: key "output[0].initial": "1" is not one of off, on, restore`}},
@@ -378,10 +383,10 @@ func TestWrap(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct{ key, want string }{
-		{"output[1].line", `testdata/full.toml:53:8: key "output[1].line": busy`},
-		{"output[1]", `testdata/full.toml:51:3: key "output[1]": busy`},
-		{"broker.listener[0].address", `testdata/full.toml:13:11: key "broker.listener[0].address": busy`},
-		{"device.client_id", `testdata/full.toml:38:13: key "device.client_id": busy`},
+		{"output[1].line", `testdata/full.toml:56:8: key "output[1].line": busy`},
+		{"output[1]", `testdata/full.toml:54:3: key "output[1]": busy`},
+		{"broker.listener[0].address", `testdata/full.toml:15:11: key "broker.listener[0].address": busy`},
+		{"device.client_id", `testdata/full.toml:40:13: key "device.client_id": busy`},
 	}
 	for _, tt := range tests {
 		if got := c.Wrap(tt.key, errBusy).Error(); got != tt.want {

@@ -56,6 +56,7 @@ func (l mosqLine) fail(format string, args ...any) error {
 type mosqSecurity struct {
 	allowAnonymous *bool
 	passwordFile   *string
+	aclFile        *string
 	at             map[string]mosqLine // setting → where
 }
 
@@ -74,6 +75,9 @@ func (s mosqSecurity) describe() string {
 	if s.passwordFile != nil {
 		pw = "password_file " + *s.passwordFile
 	}
+	if s.aclFile != nil {
+		return anon + ", " + pw + ", acl_file " + *s.aclFile
+	}
 	return anon + ", " + pw
 }
 
@@ -91,6 +95,11 @@ type mosqListener struct {
 	at                 mosqLine
 	maxConnections     int // -1 = unlimited, mosquitto's default
 	maxConnectionsLine mosqLine
+	// TLS: certfile and keyfile make it a TLS listener; cafile is the
+	// client CA when require_certificate is true.
+	certfile, keyfile, cafile string
+	requireCert               bool
+	tlsAt                     mosqLine // the first TLS setting
 	security           mosqSecurity
 }
 
@@ -107,8 +116,23 @@ func (l mosqListener) name() string {
 
 // Keys of mosquitto 2.0 that pimqtt does not act on, with what it says.
 var (
-	mosqTLS = "TLS is not supported yet: pimqtt would serve this listener in plain text; " +
-		"keep mosquitto for it, or remove the listener's TLS settings and the listener"
+	mosqTLSUnsupported = map[string]string{
+		"capath":                   "not supported: pimqtt takes one CA file (cafile); put the CA certificates in one PEM file",
+		"crlfile":                  "not supported: revoked client certificates would be accepted",
+		"psk_hint":                 "pre-shared-key TLS is not supported: use certificates (pimqtt cert)",
+		"psk_file":                 "pre-shared-key TLS is not supported: use certificates (pimqtt cert)",
+		"use_identity_as_username": "not supported: clients would need a password instead of their certificate",
+		"use_subject_as_username":  "not supported: clients would need a password instead of their certificate",
+		"tls_engine":               "not supported: pimqtt reads the key from keyfile",
+		"tls_engine_kpass_sha1":    "not supported: pimqtt reads the key from keyfile",
+		"tls_keyform":              "not supported: pimqtt reads a PEM key from keyfile",
+	}
+	mosqTLSIgnored = map[string]string{
+		"tls_version":    "ignored: pimqtt accepts TLS 1.2 and 1.3",
+		"ciphers":        "ignored: pimqtt uses Go's TLS cipher suites",
+		"ciphers_tls1.3": "ignored: pimqtt uses Go's TLS cipher suites",
+		"dhparamfile":    "ignored: pimqtt uses elliptic-curve key exchange",
+	}
 	mosqUnsafe = map[string]string{
 		"auth_plugin":                    "authentication plugins are not supported: pimqtt would check only password_file and allow_anonymous",
 		"plugin":                         "plugins are not supported: pimqtt would check only password_file and allow_anonymous",
@@ -118,7 +142,6 @@ var (
 		"use_username_as_clientid":       "not supported yet: a client could take over another user's session by its client id",
 	}
 	mosqIgnored = map[string]string{
-		"acl_file":                   "not supported yet, ignored: every user may publish and subscribe to every topic",
 		"persistence":                "not supported yet, ignored: retained messages and sessions do not survive a restart",
 		"persistence_file":           "not supported yet, ignored",
 		"persistence_location":       "not supported yet, ignored",
@@ -157,9 +180,6 @@ var (
 		"notifications", "notifications_local_only", "notification_topic", "restart_timeout", "round_robin",
 		"start_type", "threshold", "try_private", "clientid", "local_cleansession", "local_clientid",
 		"local_password", "local_username", "remote_clientid", "remote_password", "remote_username"}
-	mosqTLSKeys = []string{"cafile", "capath", "certfile", "keyfile", "crlfile", "dhparamfile", "require_certificate",
-		"tls_version", "ciphers", "ciphers_tls1.3", "tls_engine", "tls_engine_kpass_sha1", "tls_keyform",
-		"use_identity_as_username", "use_subject_as_username", "psk_hint", "psk_file"}
 	// mosqPerListener are the security settings per_listener_settings
 	// makes per listener (mosquitto.conf(5)).
 	mosqPerListener = []string{"password_file", "acl_file", "psk_file", "allow_anonymous",
@@ -381,6 +401,32 @@ func importMosquitto(path string, base Broker, o *origins) (Broker, []Notice, er
 			pw := l.args
 			s.passwordFile = &pw
 			s.note(l)
+		case l.key == "acl_file":
+			if l.args == "" {
+				fail(l.fail("empty: want a file"))
+				continue
+			}
+			s := security()
+			acl := l.args
+			s.aclFile = &acl
+			s.note(l)
+		case l.key == "certfile" || l.key == "keyfile" || l.key == "cafile":
+			if l.args == "" {
+				fail(l.fail("empty: want a file"))
+				continue
+			}
+			if cur.tlsAt.key == "" {
+				cur.tlsAt = l
+			}
+			*map[string]*string{"certfile": &cur.certfile, "keyfile": &cur.keyfile, "cafile": &cur.cafile}[l.key] = l.args
+		case l.key == "require_certificate":
+			if v, ok := setBool(l); ok {
+				cur.requireCert = v
+			}
+		case mosqTLSUnsupported[l.key] != "":
+			fail(l.fail("%s", mosqTLSUnsupported[l.key]))
+		case mosqTLSIgnored[l.key] != "":
+			notice(l, mosqTLSIgnored[l.key])
 		case l.key == "max_keepalive":
 			n, ok := setInt(l)
 			switch {
@@ -454,8 +500,6 @@ func importMosquitto(path string, base Broker, o *origins) (Broker, []Notice, er
 			if bridge == "" {
 				fail(l.fail("a bridge setting before any connection"))
 			}
-		case slices.Contains(mosqTLSKeys, l.key):
-			fail(l.fail("%s", mosqTLS))
 		case mosqUnsafe[l.key] != "" || strings.HasPrefix(l.key, "auth_opt_") || strings.HasPrefix(l.key, "plugin_opt_"):
 			why := mosqUnsafe[l.key]
 			if why == "" {
@@ -490,12 +534,33 @@ func importMosquitto(path string, base Broker, o *origins) (Broker, []Notice, er
 		o.set("broker.listener", origin{file: path, name: "listener (none: local only mode)"})
 	}
 	for _, l := range active {
-		kind := KindMQTT
+		nl := Listener{Address: l.address(), Kind: KindMQTT}
 		if l.websockets {
-			kind = KindWS
+			nl.Kind = KindWS
+		}
+		switch {
+		case l.certfile != "" && l.keyfile != "":
+			// A TLS listener stays one: it must never become plain text.
+			nl.Kind = map[ListenerKind]ListenerKind{KindMQTT: KindMQTTS, KindWS: KindWSS}[nl.Kind]
+			nl.CertFile, nl.KeyFile = l.certfile, l.keyfile
+			if l.requireCert {
+				if l.cafile == "" {
+					fail(&Error{File: l.tlsAt.file, Line: l.tlsAt.line, Key: "require_certificate",
+						Err: fmt.Errorf("true without cafile on %s: name the CA that signs the client certificates", l.name())})
+				}
+				nl.ClientCAFile = l.cafile
+			} else if l.cafile != "" {
+				notices = append(notices, Notice{l.tlsAt.file, l.tlsAt.line, "cafile",
+					"without require_certificate true mosquitto asks no client certificate, nor does pimqtt: ignored"})
+			}
+		case l.certfile != "" || l.keyfile != "" || l.requireCert:
+			fail(&Error{File: l.tlsAt.file, Line: l.tlsAt.line, Key: "certfile",
+				Err: fmt.Errorf("%s has TLS settings but not both certfile and keyfile: mosquitto refuses it, and pimqtt will not serve it in plain text", l.name())})
+		case l.cafile != "":
+			notices = append(notices, Notice{l.tlsAt.file, l.tlsAt.line, "cafile", "on a listener without certfile: ignored"})
 		}
 		o.set(fmt.Sprintf("broker.listener[%d]", len(out.Listeners)), origin{file: l.at.file, line: l.at.line, name: l.at.key})
-		out.Listeners = append(out.Listeners, Listener{Address: l.address(), Kind: kind})
+		out.Listeners = append(out.Listeners, nl)
 	}
 
 	// Security: pimqtt has one setting for all listeners.
@@ -515,7 +580,7 @@ func importMosquitto(path string, base Broker, o *origins) (Broker, []Notice, er
 		for _, l := range scope[1:] {
 			if !l.security.same(sec) {
 				fail(&Error{File: l.at.file, Line: l.at.line, Key: "per_listener_settings",
-					Err: fmt.Errorf("%s has %s but %s has %s: pimqtt has one password file and one anonymous setting for every listener; make them the same",
+					Err: fmt.Errorf("%s has %s but %s has %s: pimqtt has one password file, one ACL file and one anonymous setting for every listener; make them the same",
 						scope[0].name(), sec.describe(), l.name(), l.security.describe())})
 				break
 			}
@@ -533,6 +598,12 @@ func importMosquitto(path string, base Broker, o *origins) (Broker, []Notice, er
 	}
 	if at, ok := sec.at["allow_anonymous"]; ok {
 		o.set("broker.allow_anonymous", origin{file: at.file, line: at.line, name: at.key})
+	}
+	out.ACLFile = ""
+	if sec.aclFile != nil {
+		out.ACLFile = *sec.aclFile
+		at := sec.at["acl_file"]
+		o.set("broker.acl_file", origin{file: at.file, line: at.line, name: at.key})
 	}
 	out.PasswordFile = ""
 	if sec.passwordFile != nil {

@@ -43,6 +43,24 @@ func (c Config) validate() error {
 		}
 		seen[l.Address] = key + " (" + id + ")"
 	}
+	for i, l := range c.Broker.Listeners {
+		key := fmt.Sprintf("broker.listener[%d]", i)
+		cert, keyFile := c.ListenerCert(l)
+		switch {
+		case l.Kind.TLS() && (cert == "" || keyFile == ""):
+			bad(key+".kind", "%s needs a certificate and its key: set cert_file and key_file here or in [broker.tls] (--tls-cert, --tls-key; make them with pimqtt cert)", l.Kind)
+		case !l.Kind.TLS() && (l.CertFile != "" || l.KeyFile != "" || l.ClientCAFile != ""):
+			bad(key+".cert_file", "a certificate on a %s listener, which is not TLS: use kind = \"mqtts\" or \"wss\"", l.Kind)
+		}
+	}
+	if (c.Broker.TLS.CertFile == "") != (c.Broker.TLS.KeyFile == "") {
+		bad("broker.tls.cert_file", "the certificate and its key go together: set both cert_file and key_file (--tls-cert, --tls-key)")
+	}
+	for i, o := range c.Broker.WSOrigins {
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			bad(fmt.Sprintf("broker.ws_origins[%d]", i), "%q: want an origin such as \"https://pi.local:8080\" (scheme and host, no path)", o)
+		}
+	}
 
 	lim, lk := c.Broker.Limits, "broker.limits."
 	if lim.MaxPacketSize < 64 {
