@@ -100,7 +100,7 @@ type mosqListener struct {
 	certfile, keyfile, cafile string
 	requireCert               bool
 	tlsAt                     mosqLine // the first TLS setting
-	security           mosqSecurity
+	security                  mosqSecurity
 }
 
 func (l mosqListener) address() string {
