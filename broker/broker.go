@@ -63,7 +63,17 @@ type Options struct {
 	// presents it is refused (CONNACK 0x85, MQTT 3.1.1: 2), as accepting
 	// it would take the device's session over. Empty reserves nothing.
 	DeviceClientID string
-	Limits         Limits
+	// ACLFile is a mosquitto ACL file (see auth.ACL): which topics each
+	// client may read and write. Empty means pimqtt's default rights:
+	// every client may read everything and write everything but $SYS and
+	// DeviceTopics. Reload reads it again.
+	ACLFile string
+	// DeviceTopics are topic filters that, without an ACL file, only the
+	// in-process device may publish to (its state and status topics), so
+	// that no other client can forge them; another client's will on one
+	// is dropped. With an ACL file, the file decides.
+	DeviceTopics []string
+	Limits       Limits
 	// Hooks are added after pimqtt's own (authentication, limits,
 	// logging), in order: storage, a bridge's loop guard. None of them may
 	// answer OnConnectAuthenticate or OnACLCheck (Mochi ORs those answers
@@ -87,6 +97,8 @@ type Broker struct {
 	log       *slog.Logger
 	server    *mqtt.Server
 	passwords atomic.Pointer[auth.Passwords]
+	rights    *accessControl // who may read and write which topics
+	auth      *authHook
 	mem       *memListener
 	guard     *connGuard
 	addrs     []Addr
@@ -162,10 +174,13 @@ func New(opts Options) (*Broker, error) {
 		b.counters = append(b.counters, c)
 		return c
 	}
-	if opts.PasswordFile != "" {
-		if err := b.Reload(); err != nil {
-			return nil, err
-		}
+	rights, err := newAccessControl(opts.DeviceTopics, inMemory)
+	if err != nil {
+		return nil, err
+	}
+	b.rights = rights
+	if _, err := b.loadAccessFiles(); err != nil {
+		return nil, err
 	}
 
 	b.server = mqtt.New(&mqtt.Options{
@@ -184,16 +199,24 @@ func New(opts Options) (*Broker, error) {
 		onPanic:       b.forgetClient,
 		disconnectAll: b.disconnectListener,
 	}
-	if err := b.server.AddHook(&authHook{
+	b.auth = &authHook{
 		server:          b.server,
 		passwords:       &b.passwords,
 		allowAnonymous:  opts.AllowAnonymous || opts.PasswordFile == "",
 		trustedListener: inMemory,
 		deviceClientID:  opts.DeviceClientID,
+		access:          b.rights,
+		backoff:         newLoginBackoff(),
 		badCredentials:  counter("auth failed: bad user name or password", "failures", "from"),
+		backedOff:       counter("auth refused without checking the password: too many failed logins from this address", "refused", "from"),
 		anonymous:       counter("auth failed: anonymous client refused", "failures", "from"),
 		reservedID:      counter("client refused: client id reserved for the in-process device", "refused", "from"),
-	}, nil); err != nil {
+		badName:         counter("client refused: control character in the client id or user name", "refused", "from"),
+		publishDenied:   counter("publish dropped: the client may not write the topic", "dropped", "from"),
+		subscribeDenied: counter("subscription refused: nothing on the filter may be read by the client", "refused", "from"),
+		willDropped:     counter("will dropped: the client may not write its topic", "dropped", "from"),
+	}
+	if err := b.server.AddHook(b.auth, nil); err != nil {
 		return nil, fmt.Errorf("broker: add auth hook: %w", err)
 	}
 	if err := b.server.AddHook(&limitsHook{
@@ -418,22 +441,14 @@ func (b *Broker) DialInMemory(ctx context.Context) (net.Conn, error) {
 	return b.mem.dial(ctx)
 }
 
-// Reload re-reads the password file. Connected clients stay connected; new
-// connections are checked against the new file. On error the old file's
-// users stay in force. It also re-reads the TLS listeners' certificates
-// (see reloadCertificates).
+// Reload re-reads the password file and the ACL file (see
+// reloadAccessFiles: both or neither are put in force; connected clients
+// whose password no longer checks out are disconnected, the others keep
+// their subscriptions under the new rules). It also re-reads the TLS
+// listeners' certificates (see reloadCertificates).
 func (b *Broker) Reload() (err error) {
 	defer func() { err = errors.Join(err, b.reloadCertificates()) }()
-	if b.opts.PasswordFile == "" {
-		return nil
-	}
-	pw, err := auth.Load(b.opts.PasswordFile, b.log)
-	if err != nil {
-		return fmt.Errorf("broker: password file: %w", err)
-	}
-	b.passwords.Store(pw)
-	b.log.Info("password file loaded", "path", b.opts.PasswordFile, "users", pw.Len())
-	return nil
+	return b.reloadAccessFiles()
 }
 
 // Close disconnects every client (their wills are sent) and stops the
@@ -484,7 +499,7 @@ func (b *Broker) forgetClient(conn net.Conn) {
 			continue
 		}
 		will := cl.Properties.Will
-		if atomic.LoadUint32(&will.Flag) == 1 {
+		if atomic.LoadUint32(&will.Flag) == 1 && b.auth.allowWill(cl, will.TopicName) {
 			if err := b.server.Publish(will.TopicName, will.Payload, will.Retain, will.Qos); err != nil {
 				b.log.Warn("could not publish the will of a failed connection", "client", cl.ID, "error", err)
 			}
