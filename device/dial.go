@@ -139,8 +139,10 @@ func certificateHint(err error, caFile string) string {
 	var host x509.HostnameError
 	switch {
 	case errors.As(err, &unknown) && caFile == "":
-		return " (the broker's certificate is not signed by a CA this machine trusts: if the broker has its own CA, " +
-			"as pimqtt cert makes, give that CA's certificate as the CA file)"
+		// Without a CA file the error stays as crypto/tls says it: the
+		// device's log line quotes it whole, and the caller's own terms
+		// (a flag) say best what to give.
+		return ""
 	case errors.As(err, &unknown):
 		return fmt.Sprintf(" (the broker's certificate is not signed by the CA in %s: give the CA file of the broker's own CA)", caFile)
 	case errors.As(err, &host):
