@@ -131,7 +131,7 @@ type listenerKind struct {
 type framing struct {
 	guard   *connGuard
 	log     *slog.Logger
-	tls     *tls.Config   // TLS kinds only
+	tls     *tlsSource    // TLS kinds only
 	origins *originPolicy // web kinds only
 }
 
@@ -140,9 +140,11 @@ type framing struct {
 var listenerKinds = map[string]listenerKind{
 	TCP:       {},
 	WebSocket: {web: true, frame: func(tcp net.Listener, f framing) net.Listener { return newWSListener(tcp, f) }},
-	MQTTS:     {tls: true, frame: func(tcp net.Listener, f framing) net.Listener { return tls.NewListener(tcp, f.tls) }},
+	MQTTS: {tls: true, frame: func(tcp net.Listener, f framing) net.Listener {
+		return tls.NewListener(tcp, f.tls.serverConfig())
+	}},
 	WSS: {tls: true, web: true, frame: func(tcp net.Listener, f framing) net.Listener {
-		return newWSListener(tls.NewListener(tcp, f.tls), f)
+		return newWSListener(tls.NewListener(tcp, f.tls.serverConfig()), f)
 	}},
 }
 
@@ -275,6 +277,9 @@ func New(opts Options) (*Broker, error) {
 			return nil, fmt.Errorf("broker: add listener %s: %w", lc.Addr, err)
 		}
 		b.addrs = append(b.addrs, Addr{Kind: lc.Kind, Addr: ln.Addr()})
+		if f.tls != nil {
+			b.tls = append(b.tls, f.tls)
+		}
 		if kind.web && f.origins.anyOrigin() && !isLoopbackAddr(ln.Addr()) {
 			b.anyOrigin = append(b.anyOrigin, Addr{Kind: lc.Kind, Addr: ln.Addr()})
 		}
@@ -287,8 +292,8 @@ func New(opts Options) (*Broker, error) {
 }
 
 // framing checks lc against its kind and prepares what its frame needs:
-// the certificate loaded (an error names the file at fault), the origin
-// allow-list checked.
+// the certificate loaded (an error names the file at fault; Reload reads
+// it again once the listener is bound), the origin allow-list checked.
 func (b *Broker) framing(lc ListenerConfig) (framing, listenerKind, error) {
 	kind, known := listenerKinds[lc.Kind]
 	if !known {
@@ -313,8 +318,7 @@ func (b *Broker) framing(lc ListenerConfig) (framing, listenerKind, error) {
 		if err != nil {
 			return framing{}, kind, err
 		}
-		b.tls = append(b.tls, src)
-		f.tls = src.serverConfig()
+		f.tls = src
 	}
 	return f, kind, nil
 }
