@@ -341,7 +341,9 @@ func runACLScript(t *testing.T, addr string, afterWills func()) aclTranscript {
 }
 
 // syncName is a client's name made fit for a topic level.
-func syncName(name string) string { return strings.NewReplacer("+", "_", "/", "_", "#", "_").Replace(name) }
+func syncName(name string) string {
+	return strings.NewReplacer("+", "_", "/", "_", "#", "_").Replace(name)
+}
 
 // writeACLFixture writes the password and ACL files both brokers use.
 func writeACLFixture(t *testing.T) (passwd, acl string) {
