@@ -46,7 +46,8 @@ type ListenerConfig struct {
 	// whose pages may open a WebSocket to a WebSocket or WSS listener;
 	// other browser pages get 403. Empty allows any origin. Clients that
 	// send no Origin header (anything but a browser) are always let
-	// through.
+	// through, and so are those whose Origin is the IP address and port
+	// they connect to, as python paho 1.6 sends.
 	AllowedOrigins []string
 }
 
@@ -280,7 +281,7 @@ func New(opts Options) (*Broker, error) {
 		if f.tls != nil {
 			b.tls = append(b.tls, f.tls)
 		}
-		if kind.web && f.origins.anyOrigin() && !isLoopbackAddr(ln.Addr()) {
+		if openToAnyPage(kind, f.origins, ln.Addr()) {
 			b.anyOrigin = append(b.anyOrigin, Addr{Kind: lc.Kind, Addr: ln.Addr()})
 		}
 	}

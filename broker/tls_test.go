@@ -703,3 +703,30 @@ func websocketDialer(roots *x509.CertPool) *websocket.Dialer {
 		HandshakeTimeout: 10 * time.Second,
 	}
 }
+
+func TestOpenToAnyPage(t *testing.T) {
+	anyOrigin, _ := newOriginPolicy(nil)
+	listed, _ := newOriginPolicy([]string{"https://dash.example"})
+	lan := &net.TCPAddr{IP: net.IPv4(192, 168, 1, 20), Port: 8083}
+	all := &net.TCPAddr{IP: net.IPv6unspecified, Port: 8083}
+	loop := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8083}
+	tests := []struct {
+		name string
+		kind string
+		p    *originPolicy
+		addr net.Addr
+		want bool
+	}{
+		{"ws on all addresses, any origin", WebSocket, anyOrigin, all, true},
+		{"wss on the LAN, any origin", WSS, anyOrigin, lan, true},
+		{"ws on the LAN, origins listed", WebSocket, listed, lan, false},
+		{"ws on loopback, any origin", WebSocket, anyOrigin, loop, false},
+		{"tcp on all addresses", TCP, nil, all, false},
+		{"mqtts on all addresses", MQTTS, nil, all, false},
+	}
+	for _, tt := range tests {
+		if got := openToAnyPage(listenerKinds[tt.kind], tt.p, tt.addr); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

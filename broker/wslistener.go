@@ -163,6 +163,14 @@ func newOriginPolicy(origins []string) (*originPolicy, error) {
 // anyOrigin reports whether every web page may connect.
 func (p *originPolicy) anyOrigin() bool { return len(p.allowed) == 0 }
 
+// openToAnyPage reports whether a listener of kind k bound to a lets
+// pages of any origin connect from other machines, which deserves a
+// warning: a page in a browser on the LAN could reach the broker through
+// that browser, with no more than the credentials the page holds.
+func openToAnyPage(k listenerKind, p *originPolicy, a net.Addr) bool {
+	return k.web && p.anyOrigin() && !isLoopbackAddr(a)
+}
+
 // check returns the upgrader's CheckOrigin: a refused handshake is
 // answered 403 Forbidden by the upgrader and logged here, rate-limited.
 func (p *originPolicy) check(g *connGuard) func(*http.Request) bool {
