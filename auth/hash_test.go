@@ -143,3 +143,36 @@ func TestParseAlgorithm(t *testing.T) {
 		}
 	}
 }
+
+// TestPBKDF2TrailingNUL records what FuzzHashLine found (its input is the
+// seed nul-nul-and-nul): for "$7$" hashes, passwords that differ only in
+// trailing NUL bytes are the same password, because HMAC pads keys shorter
+// than its block with zeros. mosquitto computes the same PBKDF2, so its
+// broker cannot tell them apart either; "$6$" hashes can.
+func TestPBKDF2TrailingNUL(t *testing.T) {
+	tests := []struct {
+		alg              Algorithm
+		password, other  string
+		otherAlsoMatches bool
+	}{
+		{PBKDF2, "\x00\x00", "\x00", true},
+		{PBKDF2, "pw", "pw\x00", true},
+		{PBKDF2, "pw", "\x00pw", false},
+		{PBKDF2, "pw", "pw ", false},
+		{SHA512, "pw", "pw\x00", false},
+		{SHA512, "\x00\x00", "\x00", false},
+	}
+	for _, tt := range tests {
+		h, err := HashOptions{Algorithm: tt.alg}.Hash(tt.password)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := parseHash(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !e.matches(tt.password) || e.matches(tt.other) != tt.otherAlsoMatches {
+			t.Errorf("%v hash of %q: matches %q = %v, want %v", tt.alg, tt.password, tt.other, e.matches(tt.other), tt.otherAlsoMatches)
+		}
+	}
+}
