@@ -123,16 +123,17 @@ func remoteIP(r *http.Request) string {
 	return host
 }
 
-// loggedName makes a user name safe to log: cut to maxLoggedName bytes, quoted.
+// loggedName cuts a user name for the log to maxLoggedName bytes (people type passwords into
+// the user field); the log handler quotes and escapes what needs it.
 func loggedName(user string) string {
-	if len(user) > maxLoggedName {
-		cut := maxLoggedName
-		for cut > 0 && !utf8.RuneStart(user[cut]) {
-			cut--
-		}
-		user = user[:cut] + "…"
+	if len(user) <= maxLoggedName {
+		return user
 	}
-	return strconv.Quote(user)
+	cut := maxLoggedName
+	for cut > 0 && !utf8.RuneStart(user[cut]) {
+		cut--
+	}
+	return user[:cut] + "…"
 }
 
 // sameOrigin refuses what a browser sends on behalf of another site: Fetch Metadata says

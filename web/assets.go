@@ -109,6 +109,7 @@ func newAssets(title string) (*assets, error) {
 		if err != nil {
 			return nil, fmt.Errorf("web: embedded %s: %w", name, err)
 		}
+		body = compact(body, strings.HasSuffix(name, ".js"))
 		if name == "index.html" {
 			body = bytes.ReplaceAll(body, []byte(titleMarker), []byte(html.EscapeString(title)))
 			name = ""
@@ -148,6 +149,22 @@ func newAssets(title string) (*assets, error) {
 		a.icons[path] = drawn[size]
 	}
 	return a, nil
+}
+
+// compact drops what the browser does not need from the hand-written files: indentation, and in
+// script the lines that are only a comment. The files are written so that this is safe (no
+// multi-line strings, no line of a string or regular expression starting with //); a phone then
+// loads about a fifth less.
+func compact(src []byte, script bool) []byte {
+	var out []byte
+	for _, line := range bytes.Split(src, []byte("\n")) {
+		line = bytes.TrimLeft(line, " \t")
+		if len(line) == 0 || (script && bytes.HasPrefix(line, []byte("//"))) {
+			continue
+		}
+		out = append(append(out, line...), '\n')
+	}
+	return out
 }
 
 // pageSize returns the page's own HTML, CSS and JS in bytes, plain and gzipped.

@@ -76,10 +76,13 @@ func loadPasswords(t testing.TB) *auth.Passwords {
 // rig is all-in-one pimqtt in miniature: pimqtt's broker (in memory for the device and the web
 // side, TCP on 127.0.0.1 for outside clients such as mosquitto_pub), the real device driving a
 // simulated LED and a simulated door contact, and the web server on a listener of its own.
+// newRigDial makes the same around an external broker (device-only mode).
 type rig struct {
 	t        *testing.T
-	broker   *broker.Broker
-	mqttPort int
+	dial     DialFunc // to the broker, for the device and the web side
+	devUser  string   // the device's MQTT credentials, if the broker wants them
+	devPass  string
+	mqttPort int // the broker's TCP port on 127.0.0.1
 	dev      *device.Device
 	led      *gpio.Sim
 	door     *gpio.SimInput
@@ -92,16 +95,15 @@ type rig struct {
 	url      string     // http://127.0.0.1:PORT
 }
 
-// newRig starts broker and device, then the web server with opts filled in (Dial, lines,
-// topics, Auth, Logger) where the test left them empty.
+// newRig starts pimqtt's broker, the device, then the web server with opts filled in (Dial,
+// lines, topics, Auth, Logger) where the test left them empty.
 func newRig(t *testing.T, opts Options) *rig {
 	t.Helper()
-	r := &rig{t: t}
-	r.log, r.logBuf = testLog(t)
+	log, logBuf := testLog(t)
 	b, err := broker.New(broker.Options{
 		Listeners:      []broker.ListenerConfig{{Kind: broker.TCP, Addr: "127.0.0.1:0"}},
 		AllowAnonymous: true,
-		Logger:         r.log.With("component", "broker"),
+		Logger:         log.With("component", "broker"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -111,28 +113,51 @@ func newRig(t *testing.T, opts Options) *rig {
 		t.Fatal(err)
 	}
 	b.OpenNetwork()
-	r.broker = b
-	r.mqttPort = b.Addrs()[0].Addr.(*net.TCPAddr).Port
-
-	r.led = gpio.NewSim("led", gpio.WithLogger(r.log))
-	r.door = gpio.NewSimInput("door", gpio.WithLogger(r.log))
-	r.startDevice()
-
-	r.front = newHandoff(t)
-	r.url = "http://" + r.front.Addr().String()
-	r.startWeb(opts)
+	r := &rig{t: t, log: log, logBuf: logBuf, dial: b.DialInMemory, mqttPort: b.Addrs()[0].Addr.(*net.TCPAddr).Port}
+	r.setup(opts)
 	return r
 }
 
-// startDevice starts the real device against the broker and waits until it obeys.
-func (r *rig) startDevice() {
+// newRigDial is newRig with the broker at addr (host:port on 127.0.0.1), where the device signs
+// in as alice.
+func newRigDial(t *testing.T, addr string, opts Options) *rig {
+	t.Helper()
+	log, logBuf := testLog(t)
+	_, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	d := &net.Dialer{}
+	r := &rig{t: t, log: log, logBuf: logBuf, mqttPort: p, devUser: "alice", devPass: alicePassword,
+		dial: func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }}
+	r.setup(opts)
+	return r
+}
+
+func (r *rig) setup(opts Options) {
 	r.t.Helper()
+	r.led = gpio.NewSim("led", gpio.WithLogger(r.log))
+	r.door = gpio.NewSimInput("door", gpio.WithLogger(r.log))
+	r.startDevice()
+	r.front = newHandoff(r.t)
+	r.url = "http://" + r.front.Addr().String()
+	r.startWeb(opts)
+}
+
+// startDevice starts the real device against the broker and waits until it obeys. Besides the
+// LED it drives simulated outputs called extra, on raspberry/NAME.
+func (r *rig) startDevice(extra ...string) {
+	r.t.Helper()
+	outputs := []device.Output{{Name: "led", CommandTopic: ledTopic, Line: r.led}}
+	for _, name := range extra {
+		outputs = append(outputs, device.Output{Name: name, CommandTopic: "raspberry/" + name, Line: gpio.NewSim(name, gpio.WithLogger(r.log))})
+	}
 	dev, err := device.New(device.Options{
-		Dial:        r.broker.DialInMemory,
-		BrokerLabel: "in-process",
+		Dial:        device.DialFunc(r.dial),
+		BrokerLabel: "test broker",
+		Username:    r.devUser,
+		Password:    r.devPass,
 		ClientID:    "pimqtt-test-device",
 		StatusTopic: statusTopic,
-		Outputs:     []device.Output{{Name: "led", CommandTopic: ledTopic, Line: r.led}},
+		Outputs:     outputs,
 		Inputs:      []device.Input{{Name: "door", StateTopic: doorStateTopic, SimTopic: doorSimTopic, Line: r.door}},
 		Logger:      r.log.With("component", "device"),
 	})
@@ -167,7 +192,7 @@ func (r *rig) stopDevice() {
 func (r *rig) startWeb(opts Options) {
 	r.t.Helper()
 	if opts.Dial == nil {
-		opts.Dial = r.broker.DialInMemory
+		opts.Dial = r.dial
 	}
 	if opts.Outputs == nil && opts.Inputs == nil {
 		opts.Outputs = []Output{{Name: "led", CommandTopic: ledTopic}}

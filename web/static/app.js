@@ -32,7 +32,7 @@ function showBanner() {
 function signedOut() {
   if (es) es.close();
   es = null;
-  $('app').hidden = true;
+  $('app').hidden = $('status').hidden = true;
   $('login').hidden = false;
 }
 
@@ -69,6 +69,7 @@ function render(s) {
   $('app').hidden = false;
   document.title = $('title').textContent = s.title;
   const st = $('status');
+  st.hidden = false;
   st.className = 'pill ' + (s.connected ? s.status : '');
   st.textContent = s.connected ? s.status : 'no broker';
   offline = !s.connected;
