@@ -145,6 +145,10 @@ func (m *Main) startBroker(context.Context) error {
 	if m.broker, err = broker.New(opts); err != nil {
 		return withPortHint(err)
 	}
+	for _, a := range m.broker.AnyOriginListeners() {
+		m.Logger.Warn("a WebSocket listener reachable from the network accepts pages from any web site",
+			"kind", a.Kind, "addr", a.Addr.String(), "hint", "--ws-origin https://YOUR-DASHBOARD (broker.ws_origins)")
+	}
 	// Start serves the in-memory listener only; network clients are let
 	// in by the last part, once the device is listening.
 	if err := m.broker.Start(); err != nil {
@@ -188,7 +192,7 @@ func (m *Main) startDevice(ctx context.Context) error {
 		opts.Dial = func(ctx context.Context) (net.Conn, error) { return m.broker.DialInMemory(ctx) }
 	} else {
 		label = cfg.BrokerURL()
-		dial, err := device.NetDialer(label, 10*time.Second)
+		dial, err := device.NetDialer(label, 10*time.Second, device.WithCAFile(cfg.Device.CAFile))
 		if err != nil {
 			return cfg.Wrap("device.broker", err)
 		}
@@ -404,9 +408,19 @@ func brokerListeners(cfg config.Config) ([]broker.ListenerConfig, error) {
 	var out []broker.ListenerConfig
 	open := cfg.Broker.PasswordFile != "" || cfg.Broker.AllowAnonymous
 	for i, l := range cfg.Broker.Listeners {
-		kind := broker.TCP
-		if l.Kind == config.KindWS {
-			kind = broker.WebSocket
+		kind := map[config.ListenerKind]string{
+			config.KindMQTT: broker.TCP, config.KindWS: broker.WebSocket, config.KindMQTTS: broker.MQTTS, config.KindWSS: broker.WSS,
+		}[l.Kind]
+		listener := func(addr string, optional bool) broker.ListenerConfig {
+			lc := broker.ListenerConfig{Kind: kind, Addr: addr, Optional: optional}
+			if l.Kind.TLS() {
+				lc.CertFile, lc.KeyFile = cfg.ListenerCert(l)
+				lc.ClientCAFile = cfg.ListenerClientCA(l)
+			}
+			if kind == broker.WebSocket || kind == broker.WSS {
+				lc.AllowedOrigins = cfg.Broker.WSOrigins
+			}
+			return lc
 		}
 		host, port, err := net.SplitHostPort(l.Address)
 		if err != nil {
@@ -414,18 +428,18 @@ func brokerListeners(cfg config.Config) ([]broker.ListenerConfig, error) {
 		}
 		switch {
 		case open:
-			out = append(out, broker.ListenerConfig{Kind: kind, Addr: l.Address, Optional: l.Optional})
+			out = append(out, listener(l.Address, l.Optional))
 		case l.Default && host == "":
 			out = append(out,
-				broker.ListenerConfig{Kind: kind, Addr: net.JoinHostPort("127.0.0.1", port)},
-				broker.ListenerConfig{Kind: kind, Addr: net.JoinHostPort("::1", port), Optional: true})
+				listener(net.JoinHostPort("127.0.0.1", port), false),
+				listener(net.JoinHostPort("::1", port), true))
 		case !isLoopback(host):
 			return nil, cfg.Wrap(fmt.Sprintf("broker.listener[%d].address", i), fmt.Errorf(
 				"%s listener %q is reachable from the network but there is no password file: "+
 					"make one with `pimqtt passwd -c /etc/pimqtt/passwd USER` (or mosquitto_passwd) and pass --password-file /etc/pimqtt/passwd "+
 					"(broker.password_file), or pass --allow-anonymous (broker.allow_anonymous) to let anyone on the network connect", l.Kind, l.Address))
 		default:
-			out = append(out, broker.ListenerConfig{Kind: kind, Addr: l.Address, Optional: l.Optional})
+			out = append(out, listener(l.Address, l.Optional))
 		}
 	}
 	return out, nil

@@ -31,6 +31,8 @@ const usage = `Usage: pimqtt [--config FILE] [flags]
        pimqtt passwd [-c] [-b] [-D] FILE USER [PASSWORD]
        pimqtt config check [FILE]     validate a configuration file, print the effective configuration
        pimqtt config example          print a commented example configuration
+       pimqtt cert [--dir DIR] [--host NAME]... [--ip ADDR]... [--client NAME]...
+                                      make a local CA and a TLS certificate for this Pi
        pimqtt gpio                    list GPIO chips and lines
 
 Flags (each also a key of the configuration file; flags win):
@@ -48,6 +50,8 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 			return runPasswd(args[1:], stdin, stdout, stderr)
 		case "config":
 			return runConfig(args[1:], stdout, stderr)
+		case "cert":
+			return runCert(args[1:], stdout, stderr)
 		case "gpio":
 			if err := gpio.ListLines(stdout); err != nil {
 				fmt.Fprintln(stderr, "pimqtt:", err)
@@ -106,7 +110,7 @@ func serve(cfg config.Config, logger *slog.Logger) int {
 		select {
 		case <-hup:
 			if err := m.Reload(); err != nil {
-				logger.Error("reload failed; keeping the previous password file", "error", err)
+				logger.Error("reload failed; keeping the previous files", "error", err)
 			}
 		case <-ctx.Done():
 		}
