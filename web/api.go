@@ -209,20 +209,20 @@ func (s *Server) identify(w http.ResponseWriter, r *http.Request) (principal, bo
 // checkPassword checks a password under the throttle; on failure it has answered.
 func (s *Server) checkPassword(w http.ResponseWriter, r *http.Request, user, password string) bool {
 	ip := remoteIP(r)
-	if wait := s.throttle.Wait(ip); wait > 0 {
-		secs := int(math.Ceil(wait.Seconds()))
+	if wait, ok := s.throttle.Begin(ip); !ok {
+		secs := max(int(math.Ceil(wait.Seconds())), 1)
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many failed sign-ins from this address; try again in %d s", secs))
 		return false
 	}
-	if user == "" || !s.opts.Auth.Check(user, password) {
-		s.throttle.Failed(ip)
+	ok := user != "" && s.opts.Auth.Check(user, password)
+	s.throttle.End(ip, user, ok)
+	if !ok {
 		s.log.Warn("web: sign-in failed", "user", loggedName(user), "remote", ip)
 		w.Header().Set("WWW-Authenticate", `Session realm="pimqtt"`)
 		writeError(w, http.StatusUnauthorized, "wrong user name or password")
 		return false
 	}
-	s.throttle.Succeeded(ip)
 	return true
 }
 

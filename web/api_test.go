@@ -517,11 +517,11 @@ func TestThrottle(t *testing.T) {
 	})
 }
 
+// fixedWait is a Throttle that always asks for the same wait (0: none).
 type fixedWait time.Duration
 
-func (f fixedWait) Wait(string) time.Duration { return time.Duration(f) }
-func (fixedWait) Failed(string)               {}
-func (fixedWait) Succeeded(string)            {}
+func (f fixedWait) Begin(string) (time.Duration, bool) { return time.Duration(f), f == 0 }
+func (fixedWait) End(string, string, bool)             {}
 
 type countingAuth struct{ n *atomic.Int32 }
 

@@ -38,6 +38,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, p principal) {
 		s.mu.Lock()
 		s.streams--
 		s.mu.Unlock()
+		select {
+		case s.streamEnded <- struct{}{}:
+		default:
+		}
 	}()
 
 	changed, stop := s.hub.watch()

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/pimqtt/pimqtt/mqtttest"
@@ -89,4 +90,24 @@ func TestEventsAgainstMosquitto(t *testing.T) {
 	if v, _ := r.led.Value(); v != 0 {
 		t.Fatal("the line did not follow")
 	}
+}
+
+// Event streams are bounded: one past maxStreams gets 503 until one closes.
+func TestStreamLimit(t *testing.T) {
+	r := newRig(t, Options{})
+	c := r.client()
+	c.login("alice", alicePassword)
+	c.hc.Transport = &http.Transport{MaxConnsPerHost: 0, MaxIdleConnsPerHost: maxStreams + 1}
+	streams := make([]*stream, maxStreams)
+	for i := range streams {
+		streams[i] = c.events()
+		streams[i].wait("a snapshot", func(Snapshot) bool { return true })
+	}
+	resp, body := c.do("GET", "/api/events", "")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "too many open event streams") {
+		t.Fatalf("stream %d: %s %s, want 503", maxStreams+1, resp.Status, body)
+	}
+	streams[0].resp.Body.Close()
+	r.waitStreams(maxStreams - 1)
+	c.events().wait("a snapshot", func(Snapshot) bool { return true })
 }

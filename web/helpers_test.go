@@ -274,6 +274,27 @@ func (r *rig) waitHub(what string, cond func(*hub) bool) {
 	}
 }
 
+// waitStreams waits until the server counts n open event streams (the count drops when a
+// handler returns, a moment after the client closed).
+func (r *rig) waitStreams(n int) {
+	r.t.Helper()
+	deadline := time.NewTimer(waitTimeout)
+	defer deadline.Stop()
+	for {
+		r.web.mu.Lock()
+		got := r.web.streams
+		r.web.mu.Unlock()
+		if got == n {
+			return
+		}
+		select {
+		case <-r.web.streamEnded:
+		case <-deadline.C:
+			r.t.Fatalf("%d event streams open, want %d", got, n)
+		}
+	}
+}
+
 // mosquittoPub publishes one message with mosquitto_pub, the real outside client; extra are
 // more arguments ("-r" to retain).
 func (r *rig) mosquittoPub(topic, payload string, extra ...string) {

@@ -144,19 +144,20 @@ func (ss *sessions) lookup(id string) (s *session, renewed bool) {
 	}
 	h := sha256.Sum256([]byte(id))
 	now := ss.now()
+	changed := false
 	ss.mu.Lock()
 	s = ss.byHash[h]
 	switch {
 	case s == nil:
 	case !s.expires.After(now):
 		ss.endLocked(h, s)
-		s = nil
+		s, changed = nil, true
 	case s.expires.Before(now.Add(ss.lifetime - slideStep)):
 		s.expires = now.Add(ss.lifetime)
-		ss.dirty, renewed = true, true
+		ss.dirty, renewed, changed = true, true, true
 	}
 	ss.mu.Unlock()
-	if renewed || (s == nil && ss.isDirty()) {
+	if changed {
 		ss.save()
 	}
 	return s, renewed
@@ -183,12 +184,6 @@ func (ss *sessions) removeUser(user string) {
 	}
 	ss.mu.Unlock()
 	ss.save()
-}
-
-func (ss *sessions) isDirty() bool {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.dirty
 }
 
 func (ss *sessions) endLocked(h [sha256.Size]byte, s *session) {

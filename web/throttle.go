@@ -19,7 +19,9 @@ const (
 )
 
 // backoff is the built-in Throttle: per address, exponential after freeFailures failures. It
-// slows guessing from one address without locking the owner out from another.
+// slows guessing from one address without locking the owner out from another. The broker's login
+// backoff is the fuller one (it counts checks running in parallel, and a success clears only its
+// own user's failures); pimqtt passes that one in, and this serves a Server used alone.
 type backoff struct {
 	now   func() time.Time
 	mu    sync.Mutex
@@ -36,21 +38,28 @@ func newBackoff(now func() time.Time) *backoff {
 	return &backoff{now: now, addrs: map[string]*failures{}}
 }
 
-// Wait implements Throttle.
-func (b *backoff) Wait(addr string) time.Duration {
+// Begin implements Throttle.
+func (b *backoff) Begin(addr string) (time.Duration, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	f := b.addrs[addr]
 	if f == nil {
-		return 0
+		return 0, true
 	}
-	return max(f.until.Sub(b.now()), 0)
+	if wait := f.until.Sub(b.now()); wait > 0 {
+		return wait, false
+	}
+	return 0, true
 }
 
-// Failed implements Throttle.
-func (b *backoff) Failed(addr string) {
+// End implements Throttle.
+func (b *backoff) End(addr, _ string, ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if ok {
+		delete(b.addrs, addr)
+		return
+	}
 	now := b.now()
 	f := b.addrs[addr]
 	if f != nil && now.Sub(f.last) > forgetAfter {
@@ -72,13 +81,6 @@ func (b *backoff) Failed(addr string) {
 		}
 		f.until = now.Add(wait)
 	}
-}
-
-// Succeeded implements Throttle.
-func (b *backoff) Succeeded(addr string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	delete(b.addrs, addr)
 }
 
 // evictLocked makes room: addresses idle for forgetAfter go, and if none is, the one whose

@@ -69,13 +69,14 @@ type Rights interface {
 }
 
 // Throttle slows password guessing per remote address (an IP address without port, e.g.
-// "192.168.1.20" or "::1"). Before checking a password the server asks Wait; a positive answer
-// refuses the attempt at once with 429 and Retry-After, without checking the password. After
-// checking, it reports the outcome. It must be safe for concurrent use.
+// "192.168.1.20" or "::1"). Before checking a password the server calls Begin; when it answers
+// !ok, the attempt is refused at once with 429 and Retry-After (wait), and the password is not
+// checked. Every check Begin lets through is followed by End with its user and outcome. It must
+// be safe for concurrent use. The shape is the broker's login backoff's, so one table can serve
+// MQTT and the page: guesses made on either count for both.
 type Throttle interface {
-	Wait(addr string) time.Duration
-	Failed(addr string)
-	Succeeded(addr string)
+	Begin(addr string) (wait time.Duration, ok bool)
+	End(addr, user string, ok bool)
 }
 
 // Options configure a Server. Zero values get the documented defaults.
@@ -169,6 +170,8 @@ type Server struct {
 	started bool
 	closed  bool
 	streams int // open event streams, bounded by maxStreams
+	// streamEnded is poked (buffer 1) when a stream ends, for whoever waits for the count to drop.
+	streamEnded chan struct{}
 }
 
 // New validates opts and prepares the server. Nothing connects or listens until Start and
@@ -180,7 +183,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	log := opts.Logger
-	s := &Server{opts: opts, log: log, throttle: opts.Throttle}
+	s := &Server{opts: opts, log: log, throttle: opts.Throttle, streamEnded: make(chan struct{}, 1)}
 	if s.throttle == nil {
 		s.throttle = newBackoff(time.Now)
 	}
