@@ -265,7 +265,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		}
 		creds.User, creds.Password, form = r.PostForm.Get("user"), r.PostForm.Get("password"), true
 	} else if err := json.NewDecoder(r.Body).Decode(&creds); err != nil {
-		writeError(w, http.StatusBadRequest, `send JSON {"user": "...", "password": "..."}: `+jsonProblem(err))
+		writeError(w, http.StatusBadRequest, jsonProblem(err)+`; send JSON {"user": "...", "password": "..."}`)
 		return
 	}
 	if creds.User == "" || creds.Password == "" {
@@ -398,7 +398,8 @@ func (s *Server) setOutput(w http.ResponseWriter, r *http.Request, p principal) 
 	}
 }
 
-// readState reads {"state": "on" | "off" | "toggle"} (any case) from the request body.
+// readState reads {"state": "on" | "off" | "toggle"} (any case) from the request body. Its
+// errors say what was wrong, then what to send.
 func readState(w http.ResponseWriter, r *http.Request) (string, error) {
 	const want = `send JSON {"state": "on"}, {"state": "off"} or {"state": "toggle"}`
 	var body struct {
@@ -406,20 +407,20 @@ func readState(w http.ResponseWriter, r *http.Request) (string, error) {
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyLen))
 	if err := dec.Decode(&body); err != nil {
-		return "", fmt.Errorf("%s: %s", want, jsonProblem(err))
+		return "", fmt.Errorf("%s; %s", jsonProblem(err), want)
 	}
 	if dec.More() {
-		return "", fmt.Errorf("%s: more than one JSON value in the body", want)
+		return "", fmt.Errorf("more than one JSON value in the body; %s", want)
 	}
 	if body.State == nil {
-		return "", fmt.Errorf(`%s: the body has no "state"`, want)
+		return "", fmt.Errorf(`the body has no "state"; %s`, want)
 	}
 	st := strings.ToLower(strings.TrimSpace(*body.State))
 	switch st {
 	case "on", "off", "toggle":
 		return st, nil
 	}
-	return "", fmt.Errorf(`%s: "state" is %q`, want, *body.State)
+	return "", fmt.Errorf(`"state" is %q; %s`, *body.State, want)
 }
 
 // jsonProblem says what was wrong with a JSON body, in words for the API's user.

@@ -51,6 +51,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, p principal) {
 		ended = p.sess.done
 	}
 	rc := http.NewResponseController(w)
+	// The deadlines set below stay on the connection; a request that follows on it must not
+	// inherit them.
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")

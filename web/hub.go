@@ -226,6 +226,7 @@ func (h *hub) telemetryLocked(payload []byte) bool {
 }
 
 func (h *hub) addEventLocked(e Event) {
+	e.Time = e.Time.UTC().Truncate(time.Millisecond) // what a page shows, and shorter JSON
 	if len(h.events) == maxEvents {
 		copy(h.events, h.events[1:])
 		h.events = h.events[:maxEvents-1]
