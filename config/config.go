@@ -23,6 +23,9 @@ type Config struct {
 	Log    Log    `toml:"log"`
 	Broker Broker `toml:"broker"`
 	Device Device `toml:"device"`
+	HTTP   HTTP   `toml:"http"`
+	// HomeAssistant is MQTT discovery for Home Assistant.
+	HomeAssistant HomeAssistant `toml:"homeassistant"`
 	// Outputs and Inputs are the named lines ([[output]], [[input]]; the
 	// --output and --input flags), with topics under Device.Prefix.
 	Outputs []Output `toml:"output,omitempty"`
@@ -155,11 +158,44 @@ type Device struct {
 	GPIO  string `toml:"gpio"`
 	// Prefix is the topic prefix of named outputs and inputs.
 	Prefix string `toml:"prefix"`
+	// TelemetryInterval is how often the machine's health (temperature,
+	// load, memory, disk, clients) is published retained on
+	// PREFIX/telemetry; 0 = never.
+	TelemetryInterval Duration `toml:"telemetry_interval"`
 	// DataDir holds the state file that initial = "restore" reads.
 	DataDir string `toml:"data_dir"`
 
 	// shorthandSet records that topic or gpio was given explicitly.
 	shorthandSet bool
+}
+
+// HTTP is the [http] table: the control page and its API.
+type HTTP struct {
+	// Listen are the page's addresses; listen = [] means no page. Without
+	// a password file an address without a host binds loopback only, and
+	// a network address is an error, as for the MQTT listeners.
+	Listen []string `toml:"listen"`
+	// HTTPSListen are served over TLS with [broker.tls]'s certificate,
+	// when there is one (then the page installs as a full app).
+	HTTPSListen []string `toml:"https_listen"`
+	// URL is the page's address for phones (logs, QR code, Home
+	// Assistant's link); "" = http://FIRST-LAN-ADDRESS:PORT/.
+	URL string `toml:"url"`
+	// Title is the page's title; "" = the host name.
+	Title string `toml:"title"`
+}
+
+// HomeAssistant is [homeassistant]: MQTT discovery.
+type HomeAssistant struct {
+	// Discovery publishes a retained device config that Home Assistant's
+	// MQTT integration turns into entities: a switch per output, a
+	// binary sensor per input, sensors for telemetry.
+	Discovery bool `toml:"discovery"`
+	// Prefix is Home Assistant's discovery prefix.
+	Prefix string `toml:"prefix"`
+	// PerComponent publishes one config per entity, the form of Home
+	// Assistant before 2024.11, instead of one device config.
+	PerComponent bool `toml:"per_component"`
 }
 
 // Output is one [[output]]: a line the device drives, with the meaning of
@@ -245,8 +281,19 @@ func Default() Config {
 			GPIO:        "auto",
 			Prefix:      "raspberry",
 			DataDir:     "/var/lib/pimqtt",
+
+			TelemetryInterval: Duration(30 * time.Second),
 		},
+		HTTP:          HTTP{Listen: []string{":8080"}, HTTPSListen: []string{":8443"}},
+		HomeAssistant: HomeAssistant{Prefix: "homeassistant"},
 	}
+}
+
+// IsSet says whether a key was given by a file or a flag, not left at its
+// default.
+func (c Config) IsSet(key string) bool {
+	_, ok := c.origins.find(key)
+	return ok
 }
 
 // DefaultListeners are the listeners nobody asked for: MQTT on :1883 and

@@ -117,6 +117,9 @@ broker = ["tcp://127.0.0.1:1883"]
 # password (or set the environment variable PIMQTT_PASSWORD).
 username = ""
 password_file = ""
+# Publish the machine's health (CPU temperature, uptime, load, memory, disk
+# free, clients) retained on PREFIX/telemetry this often; "0s" turns it off.
+telemetry_interval = "30s"
 # Device mode: the CA of a broker whose certificate is its own (mqtts://,
 # wss://, e.g. made by pimqtt cert); "" trusts the system's CAs.
 ca_file = ""
@@ -134,6 +137,27 @@ gpio = "auto"
 prefix = "raspberry"
 # Where the state file that initial = "restore" reads lives.
 data_dir = "/var/lib/pimqtt"
+
+[http]
+# The control page (sign in with a user of the password file). Without a
+# password file ":8080" binds loopback only; listen = [] turns the page off.
+listen = [":8080"]
+# The page over TLS with [broker.tls]'s certificate, when there is one.
+https_listen = [":8443"]
+# The page's address as phones reach it (logs, QR code, Home Assistant);
+# "" = http://FIRST-LAN-ADDRESS:PORT/.
+url = ""
+# The page's title; "" = the host name.
+title = ""
+
+[homeassistant]
+# Publish MQTT discovery: Home Assistant's MQTT integration then shows a
+# switch per output, a binary sensor per input and the telemetry sensors.
+discovery = false
+# Home Assistant's discovery prefix.
+prefix = "homeassistant"
+# One config per entity, for Home Assistant before 2024.11.
+per_component = false
 
 # Named outputs: commands on PREFIX/NAME, level retained on PREFIX/NAME/state.
 # The same as --output NAME=LINE[,active-low][,initial=off|on|restore].

@@ -36,6 +36,7 @@ type Command struct {
 	listen, wsListen          []string
 	tlsListen, wssListen      []string
 	wsOrigins                 []string
+	httpListen, httpsListen   []string
 	outputs, inputs           []string
 	version                   bool
 }
@@ -56,6 +57,10 @@ var bindings = []binding{
 	{"tls-key", "broker.tls.key_file", "the TLS certificate's private key (PEM)", func(c *Config) any { return &c.Broker.TLS.KeyFile }},
 	{"tls-client-ca", "broker.tls.client_ca_file", "require TLS clients to present a certificate signed by this CA (PEM)", func(c *Config) any { return &c.Broker.TLS.ClientCAFile }},
 	{"ca-file", "device.ca_file", "device mode: CA (PEM) of an mqtts:// or wss:// broker whose certificate is its own", func(c *Config) any { return &c.Device.CAFile }},
+	{"ha-discovery", "homeassistant.discovery", "publish Home Assistant MQTT discovery: a switch per output, a binary sensor per input, telemetry sensors", func(c *Config) any { return &c.HomeAssistant.Discovery }},
+	{"ha-prefix", "homeassistant.prefix", "Home Assistant's discovery prefix", func(c *Config) any { return &c.HomeAssistant.Prefix }},
+	{"telemetry-interval", "device.telemetry_interval", "how often to publish temperature, load, memory, disk and clients on PREFIX/telemetry (0 disables)", func(c *Config) any { return &c.Device.TelemetryInterval }},
+	{"http-url", "http.url", "the control page's address for phones (default http://FIRST-LAN-ADDRESS:PORT/)", func(c *Config) any { return &c.HTTP.URL }},
 	{"username", "device.username", "device mode: user name for --broker", func(c *Config) any { return &c.Device.Username }},
 	{"device-password-file", "device.password_file", "device mode: file holding the password for --broker (or --password, or env PIMQTT_PASSWORD)", func(c *Config) any { return &c.Device.PasswordFile }},
 	{"client-id", "device.client_id", "device's MQTT client id (default pimqtt-HOSTNAME)", func(c *Config) any { return &c.Device.ClientID }},
@@ -113,6 +118,8 @@ func Bind(fs *pflag.FlagSet, getenv func(string) string) *Command {
 	fs.StringArrayVar(&c.tlsListen, "tls-listen", nil, "MQTT over TLS address (repeatable; default :8883 when --tls-cert is given)")
 	fs.StringArrayVar(&c.wssListen, "wss-listen", nil, "MQTT over WebSocket over TLS address (repeatable; default :8084 when --tls-cert is given)")
 	fs.StringArrayVar(&c.wsOrigins, "ws-origin", nil, "only web pages from this origin (https://host[:port]) may use the WebSocket listeners (repeatable; default any)")
+	fs.StringArrayVar(&c.httpListen, "http-listen", []string{":8080"}, `control page address (repeatable; "" disables; loopback only without a password file)`)
+	fs.StringArrayVar(&c.httpsListen, "https-listen", []string{":8443"}, `control page over TLS, when --tls-cert is given (repeatable; "" disables)`)
 	fs.StringVar(&c.brokerURL, "broker", c.flags.BrokerURL(), "broker the device connects to in device mode: tcp://, mqtt://, ws://host:port/mqtt")
 	fs.StringVar(&c.password, "password", "", "device mode: password for --broker (or env PIMQTT_PASSWORD, which stays out of ps)")
 	fs.StringArrayVar(&c.outputs, "output", nil, "named output NAME=LINE[,active-low][,initial=off|on|restore]; commands on PREFIX/NAME (repeatable)")
@@ -178,6 +185,17 @@ func (c *Command) Resolve() (Config, error) {
 		cfg.origins.set("device.broker", origin{flag: "--broker"})
 	}
 	c.applyListeners(&cfg)
+	for flag, dst := range map[string]*[]string{"http-listen": &cfg.HTTP.Listen, "https-listen": &cfg.HTTP.HTTPSListen} {
+		if changed(flag) {
+			*dst = nil
+			for _, a := range map[string][]string{"http-listen": c.httpListen, "https-listen": c.httpsListen}[flag] {
+				if a != "" {
+					*dst = append(*dst, a)
+				}
+			}
+			cfg.origins.set("http."+strings.ReplaceAll(strings.TrimPrefix(flag, "http-"), "-", "_"), origin{flag: "--" + flag})
+		}
+	}
 	if changed("ws-origin") {
 		cfg.Broker.WSOrigins = c.wsOrigins
 		cfg.origins.set("broker.ws_origins", origin{flag: "--ws-origin"})

@@ -72,6 +72,12 @@ gpio = "sim:file"
 prefix = "file"
 data_dir = "/file"
 ca_file = "/file/device-ca"
+telemetry_interval = "1m"
+[http]
+url = "http://file:1/"
+[homeassistant]
+discovery = true
+prefix = "fileha"
 `)
 	tests := []struct {
 		flag, value string
@@ -98,6 +104,10 @@ ca_file = "/file/device-ca"
 		{"tls-cert", "/flag/cert", func(c Config) any { return c.Broker.TLS.CertFile }, "/file/cert", "/flag/cert"},
 		{"tls-key", "/flag/key", func(c Config) any { return c.Broker.TLS.KeyFile }, "/file/key", "/flag/key"},
 		{"tls-client-ca", "/flag/ca", func(c Config) any { return c.Broker.TLS.ClientCAFile }, "/file/ca", "/flag/ca"},
+		{"ha-discovery", "false", func(c Config) any { return c.HomeAssistant.Discovery }, true, false},
+		{"ha-prefix", "flagha", func(c Config) any { return c.HomeAssistant.Prefix }, "fileha", "flagha"},
+		{"telemetry-interval", "2m", func(c Config) any { return c.Device.TelemetryInterval.D() }, time.Minute, 2 * time.Minute},
+		{"http-url", "http://flag:1/", func(c Config) any { return c.HTTP.URL }, "http://file:1/", "http://flag:1/"},
 		{"ca-file", "/flag/device-ca", func(c Config) any { return c.Device.CAFile }, "/file/device-ca", "/flag/device-ca"},
 		{"username", "flag", func(c Config) any { return c.Device.Username }, "file", "flag"},
 		{"device-password-file", "/flag/pw", func(c Config) any { return c.Device.PasswordFile }, "/file/pw", "/flag/pw"},
@@ -120,7 +130,7 @@ ca_file = "/file/device-ca"
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := tt.get(def); reflect.DeepEqual(got, tt.file) || tt.flag != "allow-anonymous" && reflect.DeepEqual(got, tt.flagV) {
+			if got := tt.get(def); reflect.DeepEqual(got, tt.file) || tt.flag != "allow-anonymous" && tt.flag != "ha-discovery" && reflect.DeepEqual(got, tt.flagV) {
 				t.Fatalf("the default %v equals a test value: pick others", got)
 			}
 			fromFile, err := resolve(t, env, "--config", file)
@@ -166,6 +176,8 @@ func TestFlagDefaultsAndHelp(t *testing.T) {
 		"config": "", "mosquitto-config": "", "device-password-file": "",
 		"acl-file": "", "tls-cert": "", "tls-key": "", "tls-client-ca": "", "ca-file": "",
 		"tls-listen": "[]", "wss-listen": "[]", "ws-origin": "[]",
+		"ha-discovery": "false", "ha-prefix": "homeassistant", "telemetry-interval": "30s", "http-url": "",
+		"http-listen": "[:8080]", "https-listen": "[:8443]",
 	}
 	fs.VisitAll(func(f *pflag.Flag) {
 		w, ok := want[f.Name]

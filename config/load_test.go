@@ -68,6 +68,8 @@ func TestLoadEveryKey(t *testing.T) {
 			PasswordFile: "/etc/pimqtt/device-password",
 			CAFile:       "/etc/pimqtt/tls/ca.crt",
 			ClientID:     "kitchen",
+
+			TelemetryInterval: Duration(time.Minute),
 			StatusTopic:  "kitchen/status",
 			Topic:        "kitchen/led",
 			GPIO:         "GPIO20",
@@ -75,6 +77,8 @@ func TestLoadEveryKey(t *testing.T) {
 			DataDir:      "/srv/pimqtt",
 			shorthandSet: true,
 		},
+		HTTP:          HTTP{Listen: []string{"127.0.0.1:8081"}, HTTPSListen: []string{"[::1]:8444"}, URL: "http://kitchen.local:8081/", Title: "Kitchen"},
+		HomeAssistant: HomeAssistant{Discovery: true, Prefix: "ha", PerComponent: true},
 		Outputs: []Output{
 			{Name: "relay1", Line: "GPIO20", ActiveLow: true, Initial: InitialRestore},
 			{Name: "lamp", Line: "J8p40", Initial: InitialOn},
@@ -161,15 +165,15 @@ func TestLoadErrors(t *testing.T) {
 		want      []string // each a line of the error, after "FILE:"
 	}{
 		{"unknown top-level key", "mod = \"all\"",
-			[]string{`1:1: key "mod": unknown key "mod" at the top level (did you mean "mode"?); the keys there are mode, mosquitto_config, log, broker, device, output, input`}},
+			[]string{`1:1: key "mod": unknown key "mod" at the top level (did you mean "mode"?); the keys there are mode, mosquitto_config, log, broker, device, http, homeassistant, output, input`}},
 		{"unknown key in a table", "[broker.limits]\nmax_cleints = 3",
 			[]string{`2:1: key "broker.limits.max_cleints": unknown key "max_cleints" in [broker.limits] (did you mean "max_clients"?); the keys there are max_packet_size, max_connect_size, connect_timeout, max_clients, max_pending, max_session_expiry, max_inflight, max_queued, max_keepalive, max_topic_length, max_topic_levels, max_user_properties`}},
 		{"unknown key in an array table", "[[broker.listener]]\naddress = \":1\"\n[[broker.listener]]\nadress = \":2\"",
 			[]string{`4:1: key "broker.listener[1].adress": unknown key "adress" in [broker.listener] (did you mean "address"?); the keys there are address, kind, cert_file, key_file, client_ca_file`}},
 		{"unknown table once", "[brokr]\nx = 1\ny = 2",
-			[]string{`1:2: key "brokr": unknown key "brokr" at the top level (did you mean "broker"?); the keys there are mode, mosquitto_config, log, broker, device, output, input`}},
+			[]string{`1:2: key "brokr": unknown key "brokr" at the top level (did you mean "broker"?); the keys there are mode, mosquitto_config, log, broker, device, http, homeassistant, output, input`}},
 		{"password is not a key", "[device]\npassword = \"secret\"",
-			[]string{`2:1: key "device.password": unknown key "password" in [device]; the keys there are broker, username, password_file, ca_file, client_id, status_topic, topic, gpio, prefix, data_dir`}},
+			[]string{`2:1: key "device.password": unknown key "password" in [device]; the keys there are broker, username, password_file, ca_file, client_id, status_topic, topic, gpio, prefix, telemetry_interval, data_dir`}},
 		{"bad enum", "[[broker.listener]]\naddress = \":1\"\n[[broker.listener]]\naddress = \":2\"\nkind = \"foo\"",
 			[]string{`5:8: key "broker.listener[1].kind": "foo" is not one of mqtt, ws, mqtts, wss`}},
 		{"bad mode", `mode = "both"`, []string{`1:8: key "mode": "both" is not one of all, broker, device`}},
@@ -383,8 +387,8 @@ func TestWrap(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct{ key, want string }{
-		{"output[1].line", `testdata/full.toml:56:8: key "output[1].line": busy`},
-		{"output[1]", `testdata/full.toml:54:3: key "output[1]": busy`},
+		{"output[1].line", `testdata/full.toml:57:8: key "output[1].line": busy`},
+		{"output[1]", `testdata/full.toml:55:3: key "output[1]": busy`},
 		{"broker.listener[0].address", `testdata/full.toml:15:11: key "broker.listener[0].address": busy`},
 		{"device.client_id", `testdata/full.toml:40:13: key "device.client_id": busy`},
 	}

@@ -240,7 +240,7 @@ func TestImportPerListenerSettings(t *testing.T) {
 			false, "/p", "every listener has the same settings: pimqtt applies them to all", ""},
 		{"both unset: anonymous refused", "per_listener_settings true\nlistener 1\nlistener 2", false, "", "", ""},
 		{"different", "per_listener_settings true\nlistener 1\nallow_anonymous true\nlistener 2\npassword_file /p", false, "", "",
-			`4: key "per_listener_settings": listener 1 has allow_anonymous true, no password_file but listener 2 has allow_anonymous false, password_file /p: pimqtt has one password file and one anonymous setting for every listener; make them the same`},
+			`4: key "per_listener_settings": listener 1 has allow_anonymous true, no password_file but listener 2 has allow_anonymous false, password_file /p: pimqtt has one password file, one ACL file and one anonymous setting for every listener; make them the same`},
 		{"before any listener: ignored", "per_listener_settings true\nallow_anonymous true\nlistener 1", false, "",
 			"comes before any listener with per_listener_settings true: mosquitto applies it to no listener, ignored", ""},
 		{"false: settings are global wherever they are", "per_listener_settings false\nlistener 1\nlistener 2\nallow_anonymous true", true, "", "", ""},

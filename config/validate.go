@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -52,6 +53,24 @@ func (c Config) validate() error {
 		case !l.Kind.TLS() && (l.CertFile != "" || l.KeyFile != "" || l.ClientCAFile != ""):
 			bad(key+".cert_file", "a certificate on a %s listener, which is not TLS: use kind = \"mqtts\" or \"wss\"", l.Kind)
 		}
+	}
+	for key, addrs := range map[string][]string{"http.listen": c.HTTP.Listen, "http.https_listen": c.HTTP.HTTPSListen} {
+		for i, a := range addrs {
+			if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+				bad(fmt.Sprintf("%s[%d]", key, i), "%q is not HOST:PORT (e.g. \":8080\", \"127.0.0.1:8080\")", a)
+			}
+		}
+	}
+	if c.HTTP.URL != "" {
+		if u, err := url.Parse(c.HTTP.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("http.url", "%q: want the page's address as a phone reaches it, e.g. \"http://raspberrypi.local:8080/\"", c.HTTP.URL)
+		}
+	}
+	if c.HomeAssistant.Prefix == "" || strings.ContainsAny(c.HomeAssistant.Prefix, "+#") {
+		bad("homeassistant.prefix", "%q: want a topic prefix without wildcards, e.g. \"homeassistant\"", c.HomeAssistant.Prefix)
+	}
+	if c.Device.TelemetryInterval < 0 || (c.Device.TelemetryInterval > 0 && c.Device.TelemetryInterval.D() < time.Second) {
+		bad("device.telemetry_interval", "%v: want 0 (off) or at least 1s", c.Device.TelemetryInterval)
 	}
 	if (c.Broker.TLS.CertFile == "") != (c.Broker.TLS.KeyFile == "") {
 		bad("broker.tls.cert_file", "the certificate and its key go together: set both cert_file and key_file (--tls-cert, --tls-key)")
