@@ -134,13 +134,18 @@ func (m *Main) startBroker(context.Context) error {
 		Listeners:      listeners,
 		PasswordFile:   cfg.Broker.PasswordFile,
 		AllowAnonymous: cfg.Broker.AllowAnonymous,
+		ACLFile:        cfg.Broker.ACLFile,
 		Limits:         brokerLimits(cfg.Broker.Limits),
-		Logger:         m.Logger.With("component", "broker"),
+
+		MosquittoRefusalCodes: cfg.Broker.RefusalCodes == config.RefusalMosquitto,
+		Logger:                m.Logger.With("component", "broker"),
 	}
 	if cfg.Mode == config.ModeAll {
 		// A network client presenting the device's id would take its
-		// session over and leave the LED deaf.
+		// session over and leave the LED deaf; one publishing to the
+		// device's own topics would forge "the LED is on".
 		opts.DeviceClientID = cfg.Device.ClientID
+		opts.DeviceTopics = m.deviceTopics()
 	}
 	if m.broker, err = broker.New(opts); err != nil {
 		return withPortHint(err)
@@ -156,6 +161,24 @@ func (m *Main) startBroker(context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// deviceTopics are the topics only the in-process device may publish to:
+// its status and every line's state.
+func (m *Main) deviceTopics() []string {
+	topics := []string{m.Config.Device.StatusTopic}
+	outputs, inputs := m.deviceLines()
+	for _, o := range outputs {
+		st := o.StateTopic
+		if st == "" {
+			st = o.CommandTopic + "/state"
+		}
+		topics = append(topics, st)
+	}
+	for _, in := range inputs {
+		topics = append(topics, in.StateTopic)
+	}
+	return topics
 }
 
 func (m *Main) closeBroker() error {

@@ -118,9 +118,11 @@ func TestMosquittoClients(t *testing.T) {
 func TestSeedPythonFlows(t *testing.T) {
 	python := mqtttest.RequireTool(t, "python3", "python3-paho-mqtt")
 	pw := passwordFile(t, "pi", "raspberry")
-	m, _ := startMain(t, testConfig(pw))
 	for _, transport := range []string{"tcp", "websockets"} {
 		t.Run(transport, func(t *testing.T) {
+			// A program of its own: the broker logs refusals of one
+			// address once per 10 s, and each transport expects its line.
+			m, logs := startMain(t, testConfig(pw))
 			kind := broker.TCP
 			if transport == "websockets" {
 				kind = broker.WebSocket
@@ -144,31 +146,78 @@ func TestSeedPythonFlows(t *testing.T) {
 				t.Fatalf("wrong password: want paho rc=4 (exit 14), got %v: %s", err, out)
 			}
 
-			// The seed's Last Will: killed with SIGKILL, the broker publishes it.
-			cmd := exec.Command(python, "testdata/seed/will_client.py", host, port, "pi", "raspberry", transport)
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmd.Stderr = os.Stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer cmd.Wait()
-			defer cmd.Process.Kill()
-			select {
-			case l := <-lines(stdout):
-				if l != "connected" {
-					t.Fatalf("will_client.py: %q", l)
+			// The seed's Last Will is on raspberry/status, which in the
+			// all-in-one mode is the in-process device's: nobody else may
+			// write it, so a killed seed script cannot say the Pi is Off
+			// while it is on. The will is dropped with a log line.
+			dropped := strings.Count(logs.String(), "will dropped")
+			killSeedWillClient(t, python, host, port, transport)
+			waitLogCount(t, logs, "will dropped", dropped+1)
+			for drained := false; !drained; {
+				select {
+				case msg := <-sub.msgs:
+					if msg.topic == "raspberry/status" && msg.payload != `{"status": "On"}` {
+						t.Fatalf("status changed to %s by another client's will", msg.payload)
+					}
+				default:
+					drained = true
 				}
-			case <-time.After(testTimeout):
-				t.Fatal("will_client.py did not connect")
 			}
-			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-				t.Fatal(err)
+		})
+	}
+}
+
+// TestSeedWillInBrokerMode: in broker-only mode the status topic is
+// nobody's, and the seed script's Last Will reaches subscribers as it did
+// with mosquitto.
+func TestSeedWillInBrokerMode(t *testing.T) {
+	python := mqtttest.RequireTool(t, "python3", "python3-paho-mqtt")
+	pw := passwordFile(t, "pi", "raspberry")
+	cfg := testConfig(pw)
+	cfg.Mode = config.ModeBroker
+	m, _ := startMain(t, cfg)
+	for _, transport := range []string{"tcp", "websockets"} {
+		t.Run(transport, func(t *testing.T) {
+			kind := broker.TCP
+			if transport == "websockets" {
+				kind = broker.WebSocket
 			}
+			host, port := addr(t, m, kind)
+			tcpHost, tcpPort := addr(t, m, broker.TCP)
+			sub := newSubscriber(t, "tcp://"+tcpHost+":"+tcpPort, "pi", "raspberry", "raspberry/status")
+			killSeedWillClient(t, python, host, port, transport)
 			sub.waitFor(t, "raspberry/status", `{"status": "Off"}`)
 		})
+	}
+}
+
+// killSeedWillClient runs the seed's will script until it has connected,
+// then kills it with SIGKILL, so that the broker publishes its will.
+func killSeedWillClient(t *testing.T, python, host, port, transport string) {
+	t.Helper()
+	{
+		cmd := exec.Command(python, "testdata/seed/will_client.py", host, port, "pi", "raspberry", transport)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Wait()
+		defer cmd.Process.Kill()
+		select {
+		case l := <-lines(stdout):
+			if l != "connected" {
+				t.Fatalf("will_client.py: %q", l)
+			}
+		case <-time.After(testTimeout):
+			t.Fatal("will_client.py did not connect")
+		}
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

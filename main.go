@@ -110,7 +110,7 @@ func serve(cfg config.Config, logger *slog.Logger) int {
 		select {
 		case <-hup:
 			if err := m.Reload(); err != nil {
-				logger.Error("reload failed; keeping the previous files", "error", err)
+				logger.Error("reload failed; the previous password, ACL and certificate files stay in force", "error", err)
 			}
 		case <-ctx.Done():
 		}

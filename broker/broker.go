@@ -64,6 +64,11 @@ type Options struct {
 	// presents it is refused (CONNACK 0x85, MQTT 3.1.1: 2), as accepting
 	// it would take the device's session over. Empty reserves nothing.
 	DeviceClientID string
+	// MosquittoRefusalCodes answers a wrong user name or password as
+	// mosquitto 2.0 does, "not authorized" (3.1.1: 5, MQTT 5: 0x87),
+	// instead of the spec's "bad user name or password" (4, 0x86), so
+	// that clients moved over from mosquitto see the same answers.
+	MosquittoRefusalCodes bool
 	// ACLFile is a mosquitto ACL file (see auth.ACL): which topics each
 	// client may read and write. Empty means pimqtt's default rights:
 	// every client may read everything and write everything but $SYS and
@@ -208,6 +213,7 @@ func New(opts Options) (*Broker, error) {
 		allowAnonymous:  opts.AllowAnonymous || opts.PasswordFile == "",
 		trustedListener: inMemory,
 		deviceClientID:  opts.DeviceClientID,
+		mosquittoCodes:  opts.MosquittoRefusalCodes,
 		access:          b.rights,
 		backoff:         newLoginBackoff(),
 		badCredentials:  counter("auth failed: bad user name or password", "failures", "from"),

@@ -30,6 +30,8 @@ type authHook struct {
 	trustedListener string
 	// deviceClientID is reserved for clients of the trusted listener.
 	deviceClientID string
+	// mosquittoCodes answers bad credentials as mosquitto 2.0 does.
+	mosquittoCodes bool
 	access         *accessControl
 	backoff        *loginBackoff
 	// passwordChecks counts the passwords checked, for tests of the
@@ -49,6 +51,17 @@ type authHook struct {
 }
 
 func (h *authHook) ID() string { return "pimqtt-auth" }
+
+// refuseCredentials refuses a login whose user name or password is wrong
+// (or was not checked, under the backoff): "bad user name or password"
+// (3.1.1: 4, MQTT 5: 0x86), or mosquitto 2.0's "not authorized" (5, 0x87)
+// when clients are to see exactly what mosquitto answered.
+func (h *authHook) refuseCredentials(cl *mqtt.Client) error {
+	if h.mosquittoCodes {
+		return refuseConnect(h.server, cl, notAuthorizedV3, packets.ErrNotAuthorized)
+	}
+	return refuseConnect(h.server, cl, badCredentialsV3, packets.ErrBadUsernameOrPassword)
+}
 
 func (h *authHook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
@@ -87,7 +100,7 @@ func (h *authHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	if pk.Connect.UsernameFlag && hasControl(string(pk.Connect.Username)) {
 		h.badName.add(remoteHost(cl.Net.Remote), append([]any{"reason", "control character in the user name"}, clientAttrs(cl, string(pk.Connect.Username))...)...)
-		return refuseConnect(h.server, cl, badCredentialsV3, packets.ErrBadUsernameOrPassword)
+		return h.refuseCredentials(cl)
 	}
 	if err := h.checkCredentials(cl, pk); err != nil {
 		return err
@@ -127,7 +140,7 @@ func (h *authHook) checkCredentials(cl *mqtt.Client, pk packets.Packet) error {
 		// Refused as a wrong password is, so that a guesser cannot tell
 		// a guess that was checked from one that was not.
 		h.backedOff.add(host, append(clientAttrs(cl, user), "retry_after", wait.Round(time.Second).String())...)
-		return refuseConnect(h.server, cl, badCredentialsV3, packets.ErrBadUsernameOrPassword)
+		return h.refuseCredentials(cl)
 	}
 	h.passwordChecks.Add(1)
 	ok := pw.Check(user, string(pk.Connect.Password))
@@ -138,7 +151,7 @@ func (h *authHook) checkCredentials(cl *mqtt.Client, pk packets.Packet) error {
 	// Never the password; the user name cut and escaped, since people
 	// type passwords there too.
 	h.badCredentials.add(host, clientAttrs(cl, user)...)
-	return refuseConnect(h.server, cl, badCredentialsV3, packets.ErrBadUsernameOrPassword)
+	return h.refuseCredentials(cl)
 }
 
 // refuseConnect sends a refusing CONNACK, v3 to MQTT 3.1.1 clients and v5
