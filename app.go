@@ -17,6 +17,7 @@ import (
 	"github.com/pimqtt/pimqtt/device"
 	"github.com/pimqtt/pimqtt/gpio"
 	"github.com/pimqtt/pimqtt/state"
+	"github.com/pimqtt/pimqtt/web"
 )
 
 // Main is the running program: what main() starts and end-to-end tests
@@ -35,11 +36,13 @@ type Main struct {
 	parts   []part
 	started int // parts[:started] are running
 
-	broker  *broker.Broker
-	outputs map[string]gpio.Output
-	inputs  []gpio.Input
-	store   *state.File
-	device  *device.Device
+	broker    *broker.Broker
+	outputs   map[string]gpio.Output
+	inputs    []gpio.Input
+	store     *state.File
+	device    *device.Device
+	web       *web.Server
+	webAccess *webAccess
 }
 
 // part is one piece of the running program.
@@ -66,6 +69,9 @@ func (m *Main) assemble() []part {
 	}
 	if mode != config.ModeBroker {
 		parts = append(parts, part{"device", m.startDevice, m.closeDevice})
+	}
+	if mode != config.ModeBroker {
+		parts = append(parts, part{"control page", m.startWeb, m.closeWeb})
 	}
 	if mode != config.ModeDevice {
 		parts = append(parts, part{"network listeners", m.openNetwork, nil})
@@ -115,12 +121,17 @@ func (m *Main) BrokerAddrs() []broker.Addr {
 	return m.broker.Addrs()
 }
 
-// Reload re-reads the password file (SIGHUP).
+// Reload re-reads the password and ACL files and the certificates
+// (SIGHUP); a file that fails to load leaves the previous ones in force.
 func (m *Main) Reload() error {
-	if m.broker == nil {
-		return nil
+	var errs []error
+	if m.broker != nil {
+		errs = append(errs, m.broker.Reload())
 	}
-	return m.broker.Reload()
+	if m.webAccess != nil {
+		errs = append(errs, m.webAccess.load(m.Config, m.Logger.With("component", "web")))
+	}
+	return errors.Join(errs...)
 }
 
 func (m *Main) startBroker(context.Context) error {
@@ -215,9 +226,9 @@ func (m *Main) startDevice(ctx context.Context) error {
 		opts.Dial = func(ctx context.Context) (net.Conn, error) { return m.broker.DialInMemory(ctx) }
 	} else {
 		label = cfg.BrokerURL()
-		dial, err := device.NetDialer(label, 10*time.Second, device.WithCAFile(cfg.Device.CAFile))
+		dial, err := m.netDialer()
 		if err != nil {
-			return cfg.Wrap("device.broker", err)
+			return err
 		}
 		opts.Dial = dial
 	}
@@ -235,6 +246,16 @@ func (m *Main) startDevice(ctx context.Context) error {
 		m.waitReady(ctx, devLog)
 	}
 	return nil
+}
+
+// netDialer reaches the broker of device-only mode.
+func (m *Main) netDialer() (device.DialFunc, error) {
+	cfg := m.Config
+	dial, err := device.NetDialer(cfg.BrokerURL(), 10*time.Second, device.WithCAFile(cfg.Device.CAFile))
+	if err != nil {
+		return nil, cfg.Wrap("device.broker", err)
+	}
+	return dial, nil
 }
 
 // closeDevice says goodbye first, so the device's "Off" status still

@@ -51,6 +51,9 @@ gpio = "sim"
 topic = "garden/led"
 status_topic = "garden/status"
 
+[http]
+listen = ["127.0.0.1:0"]
+
 [log]
 level = "debug"
 `)

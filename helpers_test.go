@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -56,6 +57,7 @@ func testConfig(passwordFile string) config.Config {
 	}
 	cfg.Broker.PasswordFile = passwordFile
 	cfg.Device.GPIO = "sim"
+	cfg.HTTP.Listen = []string{"127.0.0.1:0"}
 	return cfg
 }
 
@@ -225,6 +227,10 @@ type process struct {
 // startProcess runs the test binary of pimqtt with args.
 func startProcess(t testing.TB, env []string, args ...string) *process {
 	t.Helper()
+	if !slices.Contains(args, "--config") && !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--http-listen") }) {
+		// The page's default :8080 is a fixed port; tests bind :0.
+		args = append(args, "--http-listen", "127.0.0.1:0")
+	}
 	cmd := exec.Command(pimqttBinary(t), args...)
 	cmd.Env = append(os.Environ(), env...)
 	p := &process{cmd: cmd, logs: &mqtttest.SyncBuffer{}, done: make(chan error, 1)}

@@ -15,9 +15,11 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/term"
 
 	"github.com/pimqtt/pimqtt/config"
 	"github.com/pimqtt/pimqtt/gpio"
@@ -33,6 +35,7 @@ const usage = `Usage: pimqtt [--config FILE] [flags]
        pimqtt config example          print a commented example configuration
        pimqtt cert [--dir DIR] [--host NAME]... [--ip ADDR]... [--client NAME]...
                                       make a local CA and a TLS certificate for this Pi
+       pimqtt qr [flags]              the control page's address as a QR code
        pimqtt gpio                    list GPIO chips and lines
 
 Flags (each also a key of the configuration file; flags win):
@@ -52,6 +55,8 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 			return runConfig(args[1:], stdout, stderr)
 		case "cert":
 			return runCert(args[1:], stdout, stderr)
+		case "qr":
+			return runQR(args[1:], stdout, stderr)
 		case "gpio":
 			if err := gpio.ListLines(stdout); err != nil {
 				fmt.Fprintln(stderr, "pimqtt:", err)
@@ -63,35 +68,61 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 			return 0
 		}
 	}
+	cfg, code := parseCommand(args, stdout, stderr)
+	if code >= 0 {
+		return code
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.Log.Level.Level()}))
+	for _, n := range cfg.Notices() {
+		logger.Warn("mosquitto.conf setting not taken over", "notice", n.String())
+	}
+	return serve(cfg, logger, stderr)
+}
+
+// parseCommand resolves the flags and files into the configuration; a
+// code of 0 or more means run is done (help, --version, an error).
+func parseCommand(args []string, stdout, stderr io.Writer) (config.Config, int) {
 	fs := pflag.NewFlagSet("pimqtt", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage, fs.FlagUsages()) }
 	cmd := config.Bind(fs, os.Getenv)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			return 0
+			return config.Config{}, 0
 		}
 		fmt.Fprintln(stderr, "pimqtt:", err)
-		return 2
+		return config.Config{}, 2
 	}
 	if cmd.Version() {
 		fmt.Fprintln(stdout, versionString())
-		return 0
+		return config.Config{}, 0
 	}
 	cfg, err := cmd.Resolve()
 	if err != nil {
 		fmt.Fprintln(stderr, "pimqtt:", err)
-		return 2
+		return config.Config{}, 2
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.Log.Level.Level()}))
-	for _, n := range cfg.Notices() {
-		logger.Warn("mosquitto.conf setting not taken over", "notice", n.String())
+	return cfg, -1
+}
+
+// runQR is `pimqtt qr [flags]`: the control page's address as a QR code,
+// for a second phone, with the configuration the service would use.
+func runQR(args []string, stdout, stderr io.Writer) int {
+	cfg, code := parseCommand(args, stdout, stderr)
+	if code >= 0 {
+		return code
 	}
-	return serve(cfg, logger)
+	qr, err := (&Main{Config: cfg}).pageQR()
+	if err != nil {
+		fmt.Fprintln(stderr, "pimqtt qr:", err)
+		return 1
+	}
+	fmt.Fprint(stdout, qr)
+	return 0
 }
 
 // serve runs the program until SIGINT or SIGTERM.
-func serve(cfg config.Config, logger *slog.Logger) int {
+func serve(cfg config.Config, logger *slog.Logger, stderr io.Writer) int {
 	// Every signal pimqtt handles is caught before start-up begins: a
 	// SIGHUP from `systemctl reload` while the password file is still being
 	// read would otherwise end the process (Go's default for SIGHUP). A
@@ -105,6 +136,16 @@ func serve(cfg config.Config, logger *slog.Logger) int {
 	if err := m.Run(ctx); err != nil {
 		logger.Error("startup failed", "error", err)
 		return 1
+	}
+	if join := m.joinLines(); len(join) > 0 {
+		logger.Info("phones on this network connect to", "addresses", strings.Join(join, " "))
+	}
+	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		// A person is watching: the page as a QR code for the phone's
+		// camera (pimqtt qr prints it again). Not in a service's journal.
+		if qr, err := m.pageQR(); err == nil {
+			fmt.Fprint(stderr, qr)
+		}
 	}
 	for ctx.Err() == nil {
 		select {
