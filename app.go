@@ -43,6 +43,7 @@ type Main struct {
 	device    *device.Device
 	web       *web.Server
 	webAccess *webAccess
+	pageAddrs []net.Addr
 }
 
 // part is one piece of the running program.

@@ -137,6 +137,7 @@ func (m *Main) startWeb(ctx context.Context) (err error) {
 		return err
 	}
 	for _, ln := range lns {
+		m.pageAddrs = append(m.pageAddrs, ln.Addr())
 		go func() {
 			if err := m.web.Serve(ln); err != nil {
 				log.Error("control page stopped serving", "addr", ln.Addr().String(), "error", err)
@@ -154,9 +155,12 @@ func (m *Main) closeWeb() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := m.web.Close(ctx)
-	m.web = nil
+	m.web, m.pageAddrs = nil, nil
 	return err
 }
+
+// PageAddrs returns the control page's bound addresses.
+func (m *Main) PageAddrs() []net.Addr { return append([]net.Addr(nil), m.pageAddrs...) }
 
 // webListeners binds the page's addresses by the MQTT listeners' rule:
 // without a password file the page is anonymous, so it binds loopback
