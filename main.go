@@ -30,7 +30,7 @@ import (
 var version = ""
 
 const usage = `Usage: pimqtt [--config FILE] [flags]
-       pimqtt passwd [-c] [-b] [-D] FILE USER [PASSWORD]
+       pimqtt passwd [-H sha512-pbkdf2|sha512] [-I ITERATIONS] [-c | -D] [-b] FILE USER [PASSWORD] | -U FILE
        pimqtt config check [FILE]     validate a configuration file, print the effective configuration
        pimqtt config example          print a commented example configuration
        pimqtt cert [--dir DIR] [--host NAME]... [--ip ADDR]... [--client NAME]...
