@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -187,6 +188,40 @@ type Mosquitto struct {
 	Port int
 	// WebSocketPort is the MQTT over WebSocket port on 127.0.0.1, or zero.
 	WebSocketPort int
+
+	proc *mosquittoProcess
+}
+
+// mosquittoProcess is a mosquitto child process that is running or has
+// exited.
+type mosquittoProcess struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once it has exited and been waited for
+}
+
+// Stop ends the broker as `systemctl stop` does, with SIGTERM (mosquitto
+// then closes every client's connection), and returns once it has exited;
+// it fails the test if that takes longer than WaitTimeout. The broker is
+// not restarted: start another one with StartMosquitto (mosquitto must be
+// given its port, which another process may have taken meanwhile, so a
+// test that restarts a broker puts a Relay in front of it and points the
+// relay at the new one).
+func (m *Mosquitto) Stop(t testing.TB) { m.end(t, syscall.SIGTERM) }
+
+// Kill ends the broker with SIGKILL, as a crash or the OOM killer does,
+// and returns once it has exited.
+func (m *Mosquitto) Kill(t testing.TB) { m.end(t, syscall.SIGKILL) }
+
+func (m *Mosquitto) end(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	if err := m.proc.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Fatalf("mosquitto on port %d: signal %v: %v", m.Port, sig, err)
+	}
+	select {
+	case <-m.proc.exited:
+	case <-time.After(WaitTimeout):
+		t.Fatalf("mosquitto on port %d still running %v after %v", m.Port, WaitTimeout, sig)
+	}
 }
 
 // StartMosquitto runs the real mosquitto broker (Debian package mosquitto)
@@ -225,7 +260,9 @@ func startMosquitto(t testing.TB, cfg MosquittoConfig, pick func(testing.TB, int
 		if err := os.WriteFile(conf, []byte(mosquittoConf(m, cfg)), 0o600); err != nil {
 			return err
 		}
-		return runMosquitto(t, bin, conf)
+		var err error
+		m.proc, err = runMosquitto(t, bin, conf)
+		return err
 	})
 	return m
 }
@@ -250,7 +287,7 @@ func mosquittoConf(m *Mosquitto, cfg MosquittoConfig) string {
 // line, which it writes once every listener is bound. On success the
 // process runs until the test's cleanup; otherwise it has exited and the
 // error carries its log (wrapping ErrPortTaken when a port was taken).
-func runMosquitto(t testing.TB, bin, conf string) error {
+func runMosquitto(t testing.TB, bin, conf string) (*mosquittoProcess, error) {
 	t.Helper()
 	out := &SyncBuffer{}
 	written := make(chan struct{}, 1)
@@ -258,7 +295,7 @@ func runMosquitto(t testing.TB, bin, conf string) error {
 	cmd := exec.Command(bin, "-c", conf)
 	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start mosquitto: %w", err)
+		return nil, fmt.Errorf("start mosquitto: %w", err)
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
@@ -277,19 +314,19 @@ func runMosquitto(t testing.TB, bin, conf string) error {
 					t.Logf("mosquitto log:\n%s", out)
 				}
 			})
-			return nil
+			return &mosquittoProcess{cmd: cmd, exited: exited}, nil
 		case <-exited:
 			log := out.String()
 			// Its log, not its exit code, tells a port conflict from a bad
 			// configuration: both exit 1.
 			if strings.Contains(log, "Address already in use") || strings.Contains(log, "Unable to create websockets listener") {
-				return fmt.Errorf("%w: mosquitto log:\n%s", ErrPortTaken, log)
+				return nil, fmt.Errorf("%w: mosquitto log:\n%s", ErrPortTaken, log)
 			}
-			return fmt.Errorf("mosquitto exited before it was running; its log:\n%s", log)
+			return nil, fmt.Errorf("mosquitto exited before it was running; its log:\n%s", log)
 		case <-deadline.C:
 			_ = cmd.Process.Kill()
 			<-exited
-			return fmt.Errorf("mosquitto not running after %v; its log:\n%s", WaitTimeout, out)
+			return nil, fmt.Errorf("mosquitto not running after %v; its log:\n%s", WaitTimeout, out)
 		}
 	}
 }
@@ -322,21 +359,28 @@ func (n notifyWriter) Write(p []byte) (int, error) {
 }
 
 // Relay is a TCP listener on a port of 127.0.0.1 that the kernel chose,
-// standing in for a server that is not up yet. Until Forward is called it
-// closes every connection it accepts, so a client sees the server down;
-// afterwards it relays each new connection to the target. Tests use it
-// where a client must be given an address before the server behind it can
-// start (a device started before its broker): the client's address is
-// bound from the start, and the server's own port may be picked, and
-// retried, later.
+// standing in for the network between a client and a server. Until
+// Forward is called it closes every connection it accepts, so a client
+// sees the server down; afterwards it relays each new connection to the
+// target. Tests use it where a client must be given an address before the
+// server behind it can start (a device started before its broker), where
+// the server comes back on another port (a broker restarted on ports
+// picked again: Forward once more), and to play a bad network: Cut stops
+// every byte without closing anything, SetDelay makes the link slow.
 type Relay struct {
 	ln net.Listener
 	wg sync.WaitGroup
 
-	mu     sync.Mutex
-	target string
-	conns  map[net.Conn]struct{}
-	closed bool
+	mu       sync.Mutex
+	target   string
+	conns    map[net.Conn]struct{}
+	accepted int
+	closed   bool
+	cut      bool
+	delay    time.Duration
+	// changed is closed, and replaced, whenever closed, cut or delay
+	// change, so that held bytes move on without polling.
+	changed chan struct{}
 }
 
 // NewRelay starts a Relay; it is closed, with every relayed connection, at
@@ -347,7 +391,7 @@ func NewRelay(t testing.TB) *Relay {
 	if err != nil {
 		t.Fatalf("relay: listen: %v", err)
 	}
-	r := &Relay{ln: ln, conns: make(map[net.Conn]struct{})}
+	r := &Relay{ln: ln, conns: make(map[net.Conn]struct{}), changed: make(chan struct{})}
 	r.wg.Add(1)
 	go r.serve()
 	t.Cleanup(r.close)
@@ -358,11 +402,50 @@ func NewRelay(t testing.TB) *Relay {
 func (r *Relay) Addr() string { return r.ln.Addr().String() }
 
 // Forward makes the relay pass every connection it accepts from now on to
-// target (host:port); connections it accepted before stay closed.
+// target (host:port). Connections accepted before Forward was first
+// called were closed; connections relayed already keep their target, as
+// they would a server that moved.
 func (r *Relay) Forward(target string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.target = target
+}
+
+// Accepted returns how many connections the relay has accepted so far,
+// whether it relayed them or closed them: the number of times a client
+// tried to reach the server.
+func (r *Relay) Accepted() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.accepted
+}
+
+// Cut makes the relay a network that drops every packet (a pulled cable,
+// Wi-Fi out of range) until Heal: no byte passes in either direction, on
+// the connections relayed already and on new ones (which reach the
+// server only after Heal), and neither side learns that the other closed,
+// so both sockets stay open. Only keepalives can find such a dead link.
+func (r *Relay) Cut() { r.set(func() { r.cut = true }) }
+
+// Heal ends a Cut. What either side sent meanwhile, a close included, is
+// passed on in order, as TCP delivers what it retransmits once the
+// network is back: a side that gave up during the cut is seen closing
+// now, and a connection both sides kept carries on.
+func (r *Relay) Heal() { r.set(func() { r.cut = false }) }
+
+// SetDelay makes every byte read from either side from now on wait d
+// before it is passed on (0 for none): a slow link, or a slow server. The
+// delay is latency, not a rate limit: bytes read in a burst move on
+// together.
+func (r *Relay) SetDelay(d time.Duration) { r.set(func() { r.delay = d }) }
+
+// set changes the relay's state under its lock and wakes every held chunk.
+func (r *Relay) set(f func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f()
+	close(r.changed)
+	r.changed = make(chan struct{})
 }
 
 func (r *Relay) serve() {
@@ -373,6 +456,7 @@ func (r *Relay) serve() {
 			return // closed
 		}
 		r.mu.Lock()
+		r.accepted++
 		target, closed := r.target, r.closed
 		r.mu.Unlock()
 		if target == "" || closed {
@@ -389,51 +473,139 @@ func (r *Relay) serve() {
 func (r *Relay) relay(c net.Conn, target string) {
 	defer r.wg.Done()
 	defer c.Close()
+	if !r.track(c) {
+		return
+	}
+	defer r.untrack(c)
+	// Behind a cut network the server must not hear of the client yet.
+	if !r.pass(time.Time{}) {
+		return
+	}
 	up, err := net.DialTimeout("tcp", target, WaitTimeout)
 	if err != nil {
 		return
 	}
 	defer up.Close()
-	if !r.track(c, up) {
+	if !r.track(up) {
 		return
 	}
-	defer r.untrack(c, up)
+	defer r.untrack(up)
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
+	go func() { r.pipe(up, c); done <- struct{}{} }()
+	go func() { r.pipe(c, up); done <- struct{}{} }()
 	<-done
 	_ = c.Close()
 	_ = up.Close()
 	<-done
 }
 
-func (r *Relay) track(cs ...net.Conn) bool {
+// relayChunk is what one read from a side gave: bytes, or the end of that
+// side's stream, and when it may be passed on.
+type relayChunk struct {
+	b   []byte
+	end bool
+	due time.Time
+}
+
+// relayBacklog bounds the chunks held per direction: beyond it the relay
+// stops reading, and the sender's TCP window fills as on a real network.
+const relayBacklog = 16
+
+// pipe passes what src sends on to dst, each chunk once pass allows, until
+// src ends (its end passes on like its bytes) or dst fails.
+func (r *Relay) pipe(dst, src net.Conn) {
+	chunks := make(chan relayChunk, relayBacklog)
+	quit := make(chan struct{})
+	defer close(quit)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for {
+			buf := make([]byte, 32<<10)
+			n, err := src.Read(buf)
+			ch := relayChunk{b: buf[:n], end: err != nil, due: time.Now().Add(r.currentDelay())}
+			select {
+			case chunks <- ch:
+			case <-quit:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for ch := range chunks {
+		if !r.pass(ch.due) {
+			return
+		}
+		if len(ch.b) > 0 {
+			if _, err := dst.Write(ch.b); err != nil {
+				return
+			}
+		}
+		if ch.end {
+			return
+		}
+	}
+}
+
+func (r *Relay) currentDelay() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.delay
+}
+
+// pass waits until something read from a side may go on: the network is
+// not cut and due has come (the timer plays the link's latency). It
+// returns false if the relay closes first.
+func (r *Relay) pass(due time.Time) bool {
+	for {
+		r.mu.Lock()
+		closed, cut, changed := r.closed, r.cut, r.changed
+		r.mu.Unlock()
+		switch {
+		case closed:
+			return false
+		case cut:
+			<-changed
+			continue
+		}
+		wait := time.Until(due)
+		if wait <= 0 {
+			return true
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-changed:
+		}
+		t.Stop()
+	}
+}
+
+func (r *Relay) track(c net.Conn) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return false
 	}
-	for _, c := range cs {
-		r.conns[c] = struct{}{}
-	}
+	r.conns[c] = struct{}{}
 	return true
 }
 
-func (r *Relay) untrack(cs ...net.Conn) {
+func (r *Relay) untrack(c net.Conn) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, c := range cs {
-		delete(r.conns, c)
-	}
+	delete(r.conns, c)
 }
 
 func (r *Relay) close() {
-	r.mu.Lock()
-	r.closed = true
-	for c := range r.conns {
-		_ = c.Close()
-	}
-	r.mu.Unlock()
+	r.set(func() {
+		r.closed = true
+		for c := range r.conns {
+			_ = c.Close()
+		}
+	})
 	_ = r.ln.Close()
 	r.wg.Wait()
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -179,7 +181,8 @@ func TestStartMosquittoPortTaken(t *testing.T) {
 	}
 }
 
-// TestRelay: closed until Forward, then a byte stream both ways.
+// TestRelay: closed until Forward, then a byte stream both ways; Forward
+// again sends new connections to the new target; every attempt counted.
 func TestRelay(t *testing.T) {
 	r := NewRelay(t)
 	c, err := net.Dial("tcp", r.Addr())
@@ -192,32 +195,238 @@ func TestRelay(t *testing.T) {
 	}
 	c.Close()
 
-	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	first, second := newEchoServer(t, "first:"), newEchoServer(t, "second:")
+	r.Forward(first.addr())
+	c1 := dialRelay(t, r)
+	roundTrip(t, c1, "ping", "first:ping")
+	r.Forward(second.addr())
+	c2 := dialRelay(t, r)
+	roundTrip(t, c2, "ping", "second:ping")
+	roundTrip(t, c1, "again", "first:again") // keeps its target
+	if got := r.Accepted(); got != 3 {
+		t.Fatalf("Accepted() = %d, want 3", got)
+	}
+}
+
+// TestRelayCut: during a cut nothing passes, neither bytes nor a close nor
+// a new connection, and none of it is lost: all of it arrives, in order,
+// after Heal.
+func TestRelayCut(t *testing.T) {
+	r := NewRelay(t)
+	srv := newEchoServer(t, "")
+	r.Forward(srv.addr())
+	kept := dialRelay(t, r)    // both sides keep it across the cut
+	closing := dialRelay(t, r) // the client gives up during the cut
+	roundTrip(t, kept, "a", "a")
+	roundTrip(t, closing, "a", "a")
+
+	r.Cut()
+	if _, err := kept.Write([]byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing comes back while the network is cut: a bounded look, not a
+	// wait for an event.
+	_ = kept.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := kept.Read(make([]byte, 8)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read during the cut: %d bytes, %v; want a timeout", n, err)
+	}
+	_ = kept.SetReadDeadline(time.Now().Add(WaitTimeout))
+	if err := closing.Close(); err != nil {
+		t.Fatal(err)
+	}
+	late := dialRelay(t, r) // the kernel accepts it; the server must not see it yet
+	if _, err := late.Write([]byte("c")); err != nil {
+		t.Fatal(err)
+	}
+
+	healed := time.Now()
+	r.Heal()
+	got := make([]byte, 1)
+	if _, err := io.ReadFull(kept, got); err != nil || string(got) != "b" {
+		t.Fatalf("after Heal: %q, %v; want the byte sent during the cut", got, err)
+	}
+	roundTrip(t, late, "", "c")
+	ev := srv.waitEvents(t, func(evs []echoEvent) bool { return len(evs) >= 7 })
+	// accept, data for each of the two first connections; then, after
+	// Heal, b, the close, and the late connection with its c.
+	for _, e := range ev[4:] {
+		if e.at.Before(healed) {
+			t.Errorf("%s reached the server at %v, before Heal at %v", e.what, e.at.Format("15:04:05.000"), healed.Format("15:04:05.000"))
+		}
+	}
+	var whats []string
+	for _, e := range ev[4:] {
+		whats = append(whats, e.what)
+	}
+	slices.Sort(whats)
+	if want := []string{"accept", "close", "data b", "data c"}; !slices.Equal(whats, want) {
+		t.Errorf("after Heal the server saw %v, want %v", whats, want)
+	}
+}
+
+// TestRelayDelay: each direction holds every byte for the delay set.
+func TestRelayDelay(t *testing.T) {
+	r := NewRelay(t)
+	r.Forward(newEchoServer(t, "").addr())
+	c := dialRelay(t, r)
+	const delay = 150 * time.Millisecond
+	r.SetDelay(delay)
+	start := time.Now()
+	roundTrip(t, c, "slow", "slow")
+	if rtt := time.Since(start); rtt < 2*delay || rtt > 2*delay+5*time.Second {
+		t.Fatalf("round trip %v with a delay of %v each way, want about %v", rtt, delay, 2*delay)
+	}
+	r.SetDelay(0)
+	start = time.Now()
+	roundTrip(t, c, "fast", "fast")
+	if rtt := time.Since(start); rtt >= 2*delay {
+		t.Fatalf("round trip %v after SetDelay(0)", rtt)
+	}
+}
+
+// TestMosquittoStopAndKill: Stop and Kill end the broker; its port then
+// refuses connections.
+func TestMosquittoStopAndKill(t *testing.T) {
+	for _, stop := range []struct {
+		name string
+		end  func(*Mosquitto, testing.TB)
+	}{{"stop", (*Mosquitto).Stop}, {"kill", (*Mosquitto).Kill}} {
+		t.Run(stop.name, func(t *testing.T) {
+			m := StartMosquitto(t, MosquittoConfig{Extra: []string{"allow_anonymous true"}})
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(m.Port))
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			stop.end(m, t)
+			_ = c.SetDeadline(time.Now().Add(WaitTimeout))
+			if _, err := c.Read(make([]byte, 1)); err == nil {
+				t.Fatal("a connection to the stopped broker is still open")
+			}
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				t.Fatalf("%s still accepts connections", addr)
+			}
+		})
+	}
+}
+
+// echoServer accepts connections and writes back what it reads with a
+// prefix, recording when each connection, each read and each close
+// happened.
+type echoServer struct {
+	ln     net.Listener
+	prefix string
+
+	mu      sync.Mutex
+	events  []echoEvent
+	changed chan struct{}
+}
+
+type echoEvent struct {
+	what string
+	at   time.Time
+}
+
+func newEchoServer(t *testing.T, prefix string) *echoServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer echo.Close()
+	s := &echoServer{ln: ln, prefix: prefix, changed: make(chan struct{})}
+	var wg sync.WaitGroup
+	var conns sync.Map
+	t.Cleanup(func() {
+		ln.Close()
+		conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
+		wg.Wait()
+	})
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		for {
-			s, err := echo.Accept()
+			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() { defer s.Close(); _, _ = io.Copy(s, s) }()
+			s.record("accept")
+			conns.Store(c, nil)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				buf := make([]byte, 64)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						s.record("data " + string(buf[:n]))
+						if _, err := c.Write(append([]byte(s.prefix), buf[:n]...)); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						s.record("close")
+						return
+					}
+				}
+			}()
 		}
 	}()
-	r.Forward(echo.Addr().String())
-	c, err = net.Dial("tcp", r.Addr())
+	return s
+}
+
+func (s *echoServer) addr() string { return s.ln.Addr().String() }
+
+func (s *echoServer) record(what string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.events = append(s.events, echoEvent{what, time.Now()})
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// waitEvents returns the events once done says they are complete.
+func (s *echoServer) waitEvents(t *testing.T, done func([]echoEvent) bool) []echoEvent {
+	t.Helper()
+	deadline := time.After(WaitTimeout)
+	for {
+		s.mu.Lock()
+		ev, changed := slices.Clone(s.events), s.changed
+		s.mu.Unlock()
+		if done(ev) {
+			return ev
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("echo server events after %v: %v", WaitTimeout, ev)
+		}
+	}
+}
+
+func dialRelay(t *testing.T, r *Relay) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", r.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(WaitTimeout))
-	if _, err := c.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
+	return c
+}
+
+// roundTrip writes send (if any) and reads exactly want back.
+func roundTrip(t *testing.T, c net.Conn, send, want string) {
+	t.Helper()
+	if send != "" {
+		if _, err := c.Write([]byte(send)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	got := make([]byte, 4)
-	if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
-		t.Fatalf("through the relay: %q, %v", got, err)
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+		t.Fatalf("through the relay: %q, %v; want %q", got, err, want)
 	}
 }
