@@ -212,15 +212,29 @@ func (m *Mosquitto) Stop(t testing.TB) { m.end(t, syscall.SIGTERM) }
 // and returns once it has exited.
 func (m *Mosquitto) Kill(t testing.TB) { m.end(t, syscall.SIGKILL) }
 
+// resignalInterval is how long end waits for mosquitto to exit before it
+// sends the signal again. mosquitto 2.0.11 logs "running" and then sets
+// its run flag, so a SIGTERM that arrives in between, which a test that
+// stops the broker at once can send, is lost: it would run on forever.
+const resignalInterval = time.Second
+
 func (m *Mosquitto) end(t testing.TB, sig syscall.Signal) {
 	t.Helper()
-	if err := m.proc.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		t.Fatalf("mosquitto on port %d: signal %v: %v", m.Port, sig, err)
-	}
-	select {
-	case <-m.proc.exited:
-	case <-time.After(WaitTimeout):
-		t.Fatalf("mosquitto on port %d still running %v after %v", m.Port, WaitTimeout, sig)
+	deadline := time.NewTimer(WaitTimeout)
+	defer deadline.Stop()
+	for {
+		if err := m.proc.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			t.Fatalf("mosquitto on port %d: signal %v: %v", m.Port, sig, err)
+		}
+		again := time.NewTimer(resignalInterval)
+		select {
+		case <-m.proc.exited:
+			again.Stop()
+			return
+		case <-again.C:
+		case <-deadline.C:
+			t.Fatalf("mosquitto on port %d still running %v after %v", m.Port, WaitTimeout, sig)
+		}
 	}
 }
 
