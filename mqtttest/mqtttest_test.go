@@ -246,7 +246,7 @@ func TestRelayCut(t *testing.T) {
 		t.Fatalf("after Heal: %q, %v; want the byte sent during the cut", got, err)
 	}
 	roundTrip(t, late, "", "c")
-	ev := srv.waitEvents(t, func(evs []echoEvent) bool { return len(evs) >= 7 })
+	ev := srv.waitEvents(t, func(evs []echoEvent) bool { return len(evs) >= 8 })
 	// accept, data for each of the two first connections; then, after
 	// Heal, b, the close, and the late connection with its c.
 	for _, e := range ev[4:] {
