@@ -105,6 +105,7 @@ type Broker struct {
 	passwords atomic.Pointer[auth.Passwords]
 	rights    *accessControl // who may read and write which topics
 	auth      *authHook
+	flow      *flowControl // back-pressure: see backpressure.go
 	mem       *memListener
 	guard     *connGuard
 	addrs     []Addr
@@ -239,6 +240,11 @@ func New(opts Options) (*Broker, error) {
 	}
 	if err := b.server.AddHook(&logHook{log: opts.Logger}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add log hook: %w", err)
+	}
+	b.flow = newFlowControl(b.server, opts.Limits, opts.Hooks,
+		counter("client disconnected: cannot keep up with the messages for it", "disconnected", "from"), opts.Logger)
+	if err := b.server.AddHook(b.flow, nil); err != nil {
+		return nil, fmt.Errorf("broker: add flow control hook: %w", err)
 	}
 	for _, h := range opts.Hooks {
 		// Mochi allows a client or a topic when any hook allows it, so an
@@ -439,6 +445,7 @@ func (b *Broker) flushCounters() {
 			for _, c := range b.counters {
 				c.flush()
 			}
+			b.flow.report()
 		}
 	}
 }

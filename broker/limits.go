@@ -33,10 +33,25 @@ type Limits struct {
 	// MaxSessionExpiry caps how long a disconnected client's session (its
 	// subscriptions and queued messages) is kept.
 	MaxSessionExpiry time.Duration
-	// MaxInflight bounds unacknowledged QoS 1/2 messages held per client.
+	// MaxInflight is the window of each connected client: the QoS 1/2
+	// messages sent to it that it has not acknowledged yet. A publisher
+	// of a message for a client whose window is full waits, unacknowledged
+	// and unread, until the client acknowledges one (see
+	// SlowClientTimeout). It is also the Receive Maximum of each client's
+	// own QoS 1/2 publishes.
 	MaxInflight uint16
-	// MaxQueued bounds messages waiting to be written to one client.
+	// MaxQueued bounds the messages waiting to be written to one client:
+	// QoS 0 messages beyond it are dropped (and counted, see
+	// Broker.Dropped). It is also the room a session keeps above
+	// MaxInflight for QoS 1/2 messages while its client is away (or was
+	// disconnected as too slow): a session holds at most MaxInflight +
+	// MaxQueued of them, and drops (and counts) any more.
 	MaxQueued int32
+	// SlowClientTimeout bounds how long publishers wait for a client whose
+	// window stays full, or to which a write does not finish: the client
+	// is then disconnected as too slow, and a persistent session keeps
+	// the messages for its return. 0 means 5 s.
+	SlowClientTimeout time.Duration
 	// MaxKeepAlive is the longest keepalive a client may use, as
 	// mosquitto's max_keepalive: an MQTT 5 client asking for more, or for
 	// none (0), is held to it and told so in CONNACK (Server Keep Alive);
@@ -65,6 +80,7 @@ func DefaultLimits() Limits {
 		MaxSessionExpiry:      24 * time.Hour,
 		MaxInflight:           256,
 		MaxQueued:             1024,
+		SlowClientTimeout:     defaultSlowClientTimeout,
 		MaxKeepAlive:          65535 * time.Second,
 		MaxTopicLength:        1024,
 		MaxTopicLevels:        32,
@@ -93,6 +109,8 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("broker: limit MaxInflight %d: must be at least 1", l.MaxInflight)
 	case l.MaxQueued < 1:
 		return fmt.Errorf("broker: limit MaxQueued %d: must be at least 1", l.MaxQueued)
+	case l.SlowClientTimeout < 0:
+		return fmt.Errorf("broker: limit SlowClientTimeout %v: must be positive (0 for the default, 5s)", l.SlowClientTimeout)
 	case l.MaxKeepAlive < time.Second || l.MaxKeepAlive > 65535*time.Second:
 		return fmt.Errorf("broker: limit MaxKeepAlive %v: must be from 1s to 65535s (65535s accepts every keepalive)", l.MaxKeepAlive)
 	case l.MaxTopicLength < 1:
@@ -120,13 +138,39 @@ func (l Limits) capabilities() *mqtt.Capabilities {
 	// included), and so no reason code 0x01 either (upstream issue 474).
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	caps.MaximumSessionExpiryInterval = uint32(l.MaxSessionExpiry / time.Second)
-	caps.MaximumInflight = l.MaxInflight
+	// Mochi drops a QoS 1/2 message for a session holding this many; the
+	// window (flowControl) keeps connected clients at MaxInflight, so
+	// only sessions whose client is away or too slow reach it.
+	caps.MaximumInflight = uint16(l.sessionQueue())
 	caps.ReceiveMaximum = l.MaxInflight
 	caps.MaximumClientWritesPending = l.MaxQueued
 	// Mochi keeps the whole packet behind each topic alias (up to 65535 of
 	// them, unannounced): one client could pin hundreds of megabytes.
 	caps.TopicAliasMaximum = 0
 	return caps
+}
+
+// defaultSlowClientTimeout is SlowClientTimeout's default: a window
+// (MaxInflight messages) full for that long means a client that is gone
+// or far slower than its publishers; and a publisher held that long still
+// gets its answers within paho's default ping timeout, 10 s.
+const defaultSlowClientTimeout = 5 * time.Second
+
+// maxSessionQueue keeps a session's QoS 1/2 messages below the 65,535
+// packet identifiers MQTT has, with room for the client's own.
+const maxSessionQueue = 60000
+
+// sessionQueue is the most QoS 1/2 messages one session keeps:
+// MaxInflight + MaxQueued.
+func (l Limits) sessionQueue() int {
+	return int(min(int64(l.MaxInflight)+int64(max(l.MaxQueued, 0)), maxSessionQueue))
+}
+
+func (l Limits) slowClientTimeout() time.Duration {
+	if l.SlowClientTimeout <= 0 {
+		return defaultSlowClientTimeout
+	}
+	return l.SlowClientTimeout
 }
 
 // limitsHook enforces the limits Mochi has no setting for.

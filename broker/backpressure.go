@@ -1,0 +1,581 @@
+package broker
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Flow control: no QoS 1/2 message that a publisher has had acknowledged
+// is dropped because a subscriber is slow.
+//
+// Mochi acknowledges a QoS 1/2 PUBLISH (PUBACK, PUBREC) and only then
+// hands a copy to each subscriber's session; when that session already
+// holds its maximum of unacknowledged messages (Capabilities.
+// MaximumInflight), or the client's outbound queue is full, the copy is
+// dropped: the publisher was told the broker has it, and nobody gets it.
+// flowControl moves the wait before the acknowledgement:
+//
+//   - The window. Before Mochi acknowledges a QoS 1/2 PUBLISH, the
+//     publisher's connection goroutine waits until every connected client
+//     that will get the message at QoS 1/2 has fewer than Limits.MaxInflight
+//     messages it has not acknowledged yet (fewer than its own Receive
+//     Maximum, for an MQTT 5 client that set a lower one). Meanwhile
+//     nothing more is read from the publisher, so TCP slows it down; its
+//     PUBACK comes late, never falsely. Each publisher's messages still go
+//     through its own goroutine one at a time, in order, so the order of
+//     one publisher's messages on a topic is kept for each subscriber.
+//   - The slow client bound. A wait lasts at most Limits.
+//     SlowClientTimeout. A subscriber whose window stays full that long,
+//     or a write to which does not finish in that time, is disconnected
+//     ("cannot keep up"; MQTT 5 clients get DISCONNECT 0x97 if it can
+//     be written) and the publisher goes on. A persistent session keeps the
+//     message for the subscriber's return; a clean session ends with its
+//     connection, as MQTT defines.
+//   - The session bound. A session keeps up to MaxInflight + MaxQueued
+//     unacknowledged QoS 1/2 messages (Mochi's MaximumInflight), which
+//     leaves MaxQueued of room for clients that are away, that were just
+//     disconnected as too slow, or that publish to each other (a client
+//     waiting in its own publish cannot read acknowledgements, so others
+//     may then use that room instead of waiting for it). A message for a
+//     session already at that bound is dropped and counted (Drops.
+//     SessionFull): only a client that stays away while messages for it
+//     pile up loses any, as with mosquitto's max_queued_messages.
+//   - The outbound queue (MaxQueued) holds QoS 0 messages too; a QoS 0
+//     message for a full queue is dropped and counted (Drops.QoS0), which
+//     MQTT allows. A QoS 1/2 message for a full queue is kept in the
+//     session under a new packet identifier and the client disconnected
+//     as too slow, so that it gets the message when it resumes.
+//
+// Messages the broker publishes itself (wills, retained messages sent on
+// subscription, $SYS) are not acknowledged to anyone and do not wait;
+// the session bound holds for them too.
+type flowControl struct {
+	mqtt.HookBase
+	server *mqtt.Server
+	log    *slog.Logger
+	// window is Limits.MaxInflight; queued, Limits.MaxQueued; session,
+	// Mochi's MaximumInflight.
+	window, queued, session int
+	// stall is Limits.SlowClientTimeout.
+	stall time.Duration
+	// recheck bounds each wait for a signal, against a change Mochi makes
+	// without calling a hook.
+	recheck time.Duration
+	// storage are the hooks added after pimqtt's own, told when a
+	// message is kept under a new packet identifier.
+	storage []mqtt.Hook
+	// evictions logs the clients disconnected as too slow, per remote
+	// address, rate-limited.
+	evictions *rateLimitedCounter
+
+	mu    sync.RWMutex
+	flows map[*mqtt.Client]*clientFlow
+
+	evicted atomic.Int64 // clients disconnected as too slow
+	kept    atomic.Int64 // QoS 1/2 messages for a full queue kept in the session
+	// reported are the drop counts already logged by report.
+	reported Drops
+}
+
+// clientFlow is the flow state of one connected client: as a receiver,
+// the places publishers have reserved in its window; as a publisher, the
+// places it holds in others' windows for the message in hand.
+type clientFlow struct {
+	cl *mqtt.Client
+
+	mu sync.Mutex
+	// reserved counts publishers that were let through for this client
+	// and have not finished handing their message to Mochi.
+	reserved int
+	// waiting is set while the client's own connection goroutine waits
+	// in the window: it reads nothing, so its acknowledgements wait too.
+	waiting bool
+	// gone is set once the client is disconnected or being disconnected:
+	// nobody waits for it any more.
+	gone bool
+	// changed is closed when something a waiter checks has changed;
+	// made only while someone waits.
+	changed chan struct{}
+	// held are the clients this one, as a publisher, holds a place with;
+	// armed is when watchdog was last set for them.
+	held     []*clientFlow
+	armed    time.Time
+	watchdog *time.Timer
+}
+
+// errTooSlow is why a client that cannot keep up is disconnected.
+var errTooSlow = errors.New("disconnected: cannot keep up with the messages for it")
+
+// evictGrace bounds the DISCONNECT written to an MQTT 5 client being
+// disconnected as too slow: its socket may be full.
+const evictGrace = time.Second
+
+func newFlowControl(server *mqtt.Server, limits Limits, storage []mqtt.Hook, evictions *rateLimitedCounter, log *slog.Logger) *flowControl {
+	return &flowControl{
+		server:    server,
+		log:       log,
+		window:    int(limits.MaxInflight),
+		queued:    int(limits.MaxQueued),
+		session:   limits.sessionQueue(),
+		stall:     limits.slowClientTimeout(),
+		recheck:   100 * time.Millisecond,
+		storage:   storage,
+		evictions: evictions,
+		flows:     make(map[*mqtt.Client]*clientFlow),
+	}
+}
+
+func (h *flowControl) ID() string { return "pimqtt-flow" }
+
+func (h *flowControl) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnSessionEstablish, mqtt.OnDisconnect, mqtt.OnPublish, mqtt.OnPublished,
+		mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnPublishDropped, mqtt.OnSelectSubscribers:
+		return true
+	}
+	return false
+}
+
+// OnSessionEstablish starts the client's flow state, before it inherits
+// a session and can be sent anything.
+func (h *flowControl) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	h.mu.Lock()
+	h.flows[cl] = &clientFlow{cl: cl}
+	h.mu.Unlock()
+}
+
+// OnDisconnect ends the client's flow state: nobody waits for it, and the
+// places it held as a publisher are given back.
+func (h *flowControl) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.mu.Lock()
+	f := h.flows[cl]
+	delete(h.flows, cl)
+	h.mu.Unlock()
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	f.gone = true
+	f.signalLocked()
+	f.mu.Unlock()
+	f.release()
+}
+
+func (h *flowControl) flowOf(cl *mqtt.Client) *clientFlow {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.flows[cl]
+}
+
+// flowByID is the flow of the connected client with the id, if any.
+func (h *flowControl) flowByID(id string) *clientFlow {
+	cl, ok := h.server.Clients.Get(id)
+	if !ok || cl.Closed() {
+		return nil
+	}
+	return h.flowOf(cl)
+}
+
+// OnPublish holds a QoS 1/2 PUBLISH until every connected client it is
+// for has room in its window (see flowControl). It runs in the
+// publisher's connection goroutine before Mochi acknowledges the message.
+func (h *flowControl) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
+		return pk, nil
+	}
+	pub := h.flowOf(cl)
+	if pub == nil {
+		return pk, nil
+	}
+	// Places still held if Mochi did not finish the previous message
+	// (a failed PUBACK write, a hook that refused it).
+	pub.release()
+	targets := h.targets(cl, pk.TopicName)
+	if len(targets) == 0 {
+		return pk, nil
+	}
+	w := waiter{pub: pub}
+	for _, t := range targets {
+		if !h.reserve(&w, t) {
+			h.evict(t, "its window stayed full", "window", h.limit(t), "waited", h.stall.String())
+		}
+	}
+	w.end()
+	pub.arm(h)
+	return pk, nil
+}
+
+// OnPublished gives back the places the publisher held: Mochi has handed
+// the message to every session, where each counts as in flight.
+func (h *flowControl) OnPublished(cl *mqtt.Client, pk packets.Packet) {
+	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
+		return
+	}
+	if pub := h.flowOf(cl); pub != nil {
+		pub.release()
+	}
+}
+
+// OnQosComplete and OnQosDropped wake the publishers waiting for the
+// client: a message left its session.
+func (h *flowControl) OnQosComplete(cl *mqtt.Client, _ packets.Packet) { h.wake(cl) }
+
+func (h *flowControl) OnQosDropped(cl *mqtt.Client, _ packets.Packet) { h.wake(cl) }
+
+func (h *flowControl) wake(cl *mqtt.Client) {
+	if f := h.flowOf(cl); f != nil {
+		f.mu.Lock()
+		f.signalLocked()
+		f.mu.Unlock()
+	}
+}
+
+// targets are the flows of the connected clients other than the
+// publisher that get a message on topic at QoS 1 or 2: for a shared
+// subscription, the member OnSelectSubscribers will choose.
+func (h *flowControl) targets(publisher *mqtt.Client, topic string) []*clientFlow {
+	subs := h.server.Topics.Subscribers(topic)
+	var out []*clientFlow
+	for id, sub := range subs.Subscriptions {
+		if id == publisher.ID || sub.Qos == 0 {
+			continue
+		}
+		if f := h.flowByID(id); f != nil {
+			out = append(out, f)
+		}
+	}
+	for _, group := range subs.Shared {
+		id, f := h.leastLoaded(group)
+		if f != nil && id != publisher.ID && group[id].Qos > 0 {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// OnSelectSubscribers gives each message for a shared subscription to the
+// connected member of its group with the fewest unacknowledged messages
+// (Mochi picks one at random, which may be one whose window is full).
+func (h *flowControl) OnSelectSubscribers(subs *mqtt.Subscribers, _ packets.Packet) *mqtt.Subscribers {
+	if len(subs.Shared) == 0 {
+		return subs
+	}
+	subs.SharedSelected = make(map[string]packets.Subscription, len(subs.Shared))
+	for _, group := range subs.Shared {
+		id, _ := h.leastLoaded(group)
+		if id == "" {
+			continue
+		}
+		sub := group[id]
+		if prev, ok := subs.SharedSelected[id]; ok {
+			sub = prev.Merge(sub)
+		}
+		subs.SharedSelected[id] = sub
+	}
+	return subs
+}
+
+// leastLoaded picks the member of a shared subscription group to send to:
+// the connected one with the most room, else any (its session keeps the
+// message).
+func (h *flowControl) leastLoaded(group map[string]packets.Subscription) (string, *clientFlow) {
+	var bestID string
+	var best *clientFlow
+	bestLoad := 0
+	for id := range group {
+		if bestID == "" {
+			bestID = id
+		}
+		f := h.flowByID(id)
+		if f == nil {
+			continue
+		}
+		f.mu.Lock()
+		load := f.cl.State.Inflight.Len() + f.reserved
+		gone := f.gone
+		f.mu.Unlock()
+		if !gone && (best == nil || load < bestLoad) {
+			bestID, best, bestLoad = id, f, load
+		}
+	}
+	return bestID, best
+}
+
+// limit is how many unacknowledged messages t may have before publishers
+// wait for it.
+func (h *flowControl) limit(t *clientFlow) int {
+	if t.waiting {
+		// Its acknowledgements wait behind its own publish: waiting for
+		// them could deadlock two clients that publish to each other.
+		return h.session
+	}
+	w := h.window
+	// An MQTT 5 client's own Receive Maximum: beyond it Mochi would park
+	// messages and send them later out of order.
+	if rm := int(t.cl.Properties.Props.ReceiveMaximum); rm > 0 && rm < w {
+		w = rm
+	}
+	return w
+}
+
+// waiter is one publish's wait: it starts the publisher's waiting state
+// and the SlowClientTimeout bound at the first wait, and ends both.
+type waiter struct {
+	pub     *clientFlow
+	expired chan struct{} // closed at the bound; nil before any wait
+	timer   *time.Timer
+	recheck *time.Ticker
+}
+
+func (w *waiter) start(h *flowControl) {
+	if w.expired != nil {
+		return
+	}
+	w.expired = make(chan struct{})
+	w.timer = time.AfterFunc(h.stall, func() { close(w.expired) })
+	w.recheck = time.NewTicker(h.recheck)
+	w.pub.mu.Lock()
+	w.pub.waiting = true
+	// Others may now use the room left above its window.
+	w.pub.signalLocked()
+	w.pub.mu.Unlock()
+}
+
+func (w *waiter) end() {
+	if w.expired == nil {
+		return
+	}
+	w.timer.Stop()
+	w.recheck.Stop()
+	w.pub.mu.Lock()
+	w.pub.waiting = false
+	w.pub.mu.Unlock()
+}
+
+// reserve takes a place in t's window for w's publisher, waiting for
+// one until the publish's bound. It reports false at the bound.
+func (h *flowControl) reserve(w *waiter, t *clientFlow) bool {
+	for {
+		t.mu.Lock()
+		if t.gone {
+			t.mu.Unlock()
+			return true
+		}
+		if t.cl.State.Inflight.Len()+t.reserved < h.limit(t) {
+			t.reserved++
+			t.mu.Unlock()
+			w.pub.mu.Lock()
+			w.pub.held = append(w.pub.held, t)
+			w.pub.mu.Unlock()
+			return true
+		}
+		if t.changed == nil {
+			t.changed = make(chan struct{})
+		}
+		changed := t.changed
+		t.mu.Unlock()
+		w.start(h)
+		select {
+		case <-changed:
+		case <-w.recheck.C:
+		case <-w.expired:
+			return false
+		}
+	}
+}
+
+// signalLocked wakes whoever waits for f; f.mu is held.
+func (f *clientFlow) signalLocked() {
+	if f.changed != nil {
+		close(f.changed)
+		f.changed = nil
+	}
+}
+
+// release gives back the places f holds as a publisher.
+func (f *clientFlow) release() {
+	f.mu.Lock()
+	held := f.held
+	f.held = nil
+	if f.watchdog != nil {
+		f.watchdog.Stop()
+	}
+	f.mu.Unlock()
+	for _, t := range held {
+		t.mu.Lock()
+		t.reserved--
+		t.signalLocked()
+		t.mu.Unlock()
+	}
+}
+
+// arm starts the watchdog of the places f holds: if Mochi has not
+// finished handing the message over within SlowClientTimeout, a write to
+// one of the clients it is for may be stuck (Mochi holds a client's lock
+// while it writes to its socket, and takes it to number each message), so
+// that client is disconnected, which ends the write.
+func (f *clientFlow) arm(h *flowControl) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.held) == 0 {
+		return
+	}
+	f.armed = time.Now()
+	if f.watchdog == nil {
+		f.watchdog = time.AfterFunc(h.stall, func() { h.stuck(f) })
+		return
+	}
+	f.watchdog.Reset(h.stall)
+}
+
+// stuck disconnects the clients f's publish waits for whose lock is
+// held: a write to them has not ended for SlowClientTimeout.
+func (h *flowControl) stuck(f *clientFlow) {
+	f.mu.Lock()
+	if len(f.held) == 0 || time.Since(f.armed) < h.stall {
+		f.mu.Unlock()
+		return
+	}
+	held := append([]*clientFlow(nil), f.held...)
+	f.mu.Unlock()
+	for _, t := range held {
+		if t.cl.TryLock() {
+			t.cl.Unlock()
+			continue
+		}
+		h.evict(t, "a write to it did not finish", "waited", h.stall.String())
+	}
+}
+
+// evict disconnects a client that cannot keep up, once: at once for the
+// publishers (nobody waits for it any more), in the background for its
+// connection, whose socket may be full.
+func (h *flowControl) evict(t *clientFlow, reason string, attrs ...any) {
+	t.mu.Lock()
+	if t.gone {
+		t.mu.Unlock()
+		return
+	}
+	t.gone = true
+	t.signalLocked()
+	t.mu.Unlock()
+	h.evicted.Add(1)
+	h.evictions.add(remoteHost(t.cl.Net.Remote), append(append([]any{"reason", reason}, attrs...), clientAttrs(t.cl, "")...)...)
+	go h.disconnect(t.cl)
+}
+
+// disconnect ends a client's connection, telling an MQTT 5 client why if
+// that can be written within evictGrace.
+func (h *flowControl) disconnect(cl *mqtt.Client) {
+	if cl.Properties.ProtocolVersion == 5 {
+		t := time.AfterFunc(evictGrace, func() { cl.Stop(errTooSlow) })
+		_ = h.server.DisconnectClient(cl, packets.ErrQuotaExceeded)
+		t.Stop()
+	}
+	cl.Stop(errTooSlow)
+}
+
+// OnPublishDropped is called by Mochi when cl's outbound queue is full.
+// A QoS 0 delivery may be dropped (Mochi counts it). A QoS 1/2 one is
+// kept in cl's session under a new packet identifier, as Mochi takes the
+// one it gave it back when this returns, and cl is disconnected as too
+// slow, so that it gets the message when it resumes its session.
+func (h *flowControl) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
+	if pk.FixedHeader.Qos == 0 {
+		return
+	}
+	out, ok := queuedCopy(cl, pk)
+	if !ok {
+		return // delivered at QoS 0: its subscription's maximum
+	}
+	id, err := cl.NextPacketID()
+	if err != nil {
+		return // the session is full: Mochi counts the drop
+	}
+	kept := out
+	kept.PacketID = uint16(id)
+	if cl.State.Inflight.Set(kept) {
+		atomic.AddInt64(&h.server.Info.Inflight, 1)
+	}
+	// Mochi counted it as dropped, and told storage of out only.
+	atomic.AddInt64(&h.server.Info.MessagesDropped, -1)
+	for _, s := range h.storage {
+		if s.Provides(mqtt.OnQosDropped) {
+			s.OnQosDropped(cl, out)
+		}
+		if s.Provides(mqtt.OnQosPublish) {
+			s.OnQosPublish(cl, kept, kept.Created, 0)
+		}
+	}
+	h.kept.Add(1)
+	if f := h.flowOf(cl); f != nil {
+		h.evict(f, "its outbound queue is full", "max_queued", h.queued)
+	}
+}
+
+// queuedCopy finds the copy of pk Mochi has just put in cl's session for
+// the outbound queue: the QoS 1/2 PUBLISH from the same publisher, made
+// at the same second, with the same topic and payload.
+func queuedCopy(cl *mqtt.Client, pk packets.Packet) (packets.Packet, bool) {
+	for _, m := range cl.State.Inflight.GetAll(false) {
+		if m.FixedHeader.Type == packets.Publish && m.FixedHeader.Qos > 0 && m.Origin == pk.Origin && m.Created == pk.Created &&
+			(m.TopicName == pk.TopicName || m.TopicName == "") && bytes.Equal(m.Payload, pk.Payload) {
+			return m, true
+		}
+	}
+	return packets.Packet{}, false
+}
+
+// Drops counts what the broker did not deliver, and the clients it
+// disconnected because they could not keep up.
+type Drops struct {
+	// QoS0 counts QoS 0 deliveries dropped because the client's outbound
+	// queue (Limits.MaxQueued) was full, as MQTT allows.
+	QoS0 int64
+	// SessionFull counts QoS 1/2 messages not kept for a session that
+	// already held Limits.MaxInflight + Limits.MaxQueued messages its
+	// client had not acknowledged: a client that stayed away (or was
+	// disconnected as too slow) while messages for it piled up.
+	SessionFull int64
+	// SlowClients counts clients disconnected because they could not keep
+	// up (see Limits.SlowClientTimeout). Their persistent sessions keep
+	// what was sent to them.
+	SlowClients int64
+	// Kept counts QoS 1/2 messages for a full outbound queue that were
+	// kept in the session (and the client disconnected) instead of being
+	// dropped.
+	Kept int64
+}
+
+// Dropped returns what the broker has dropped since it started, by cause.
+// Nothing a publisher had acknowledged is dropped for a connected client.
+func (b *Broker) Dropped() Drops { return b.flow.drops() }
+
+func (h *flowControl) drops() Drops {
+	info := h.server.Info.Clone()
+	return Drops{
+		QoS0:        info.MessagesDropped,
+		SessionFull: info.InflightDropped,
+		SlowClients: h.evicted.Load(),
+		Kept:        h.kept.Load(),
+	}
+}
+
+// report logs the messages dropped since the last report, if any; the
+// broker calls it every reportInterval.
+func (h *flowControl) report() {
+	d := h.drops()
+	qos0, full := d.QoS0-h.reported.QoS0, d.SessionFull-h.reported.SessionFull
+	h.reported = d
+	if qos0 > 0 || full > 0 {
+		h.log.Warn("messages dropped: clients too far behind (see max_queued)",
+			"qos0_queue_full", qos0, "qos12_session_full", full, "since", reportInterval.String())
+	}
+}
