@@ -236,7 +236,7 @@ func (r *Run) each(ctx context.Context, n int, f func(int) error) error {
 }
 
 func (r *Run) options(clientID string) *paho.ClientOptions {
-	return paho.NewClientOptions().AddBroker("tcp://"+r.cfg.Addr).SetClientID(clientID).
+	return paho.NewClientOptions().AddBroker("tcp://" + r.cfg.Addr).SetClientID(clientID).
 		SetProtocolVersion(4).SetConnectTimeout(r.cfg.ConnectTimeout).SetKeepAlive(30 * time.Second).
 		SetWriteTimeout(r.cfg.ConnectTimeout)
 }
