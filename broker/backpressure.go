@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,6 +78,16 @@ type flowControl struct {
 
 	mu    sync.RWMutex
 	flows map[*mqtt.Client]*clientFlow
+	// resuming are the clients resuming a session, by client id, from
+	// before Mochi lets them take it over until their flow starts.
+	resuming map[string]*mqtt.Client
+	// joined is closed when a client's flow starts, if someone waits for
+	// a client that is resuming its session.
+	joined chan struct{}
+	// handedOver is closed when a publisher finishes handing a message to
+	// the sessions, if a resuming session waits for that (resumers > 0).
+	handedOver chan struct{}
+	resumers   atomic.Int32
 
 	evicted atomic.Int64 // clients disconnected as too slow
 	kept    atomic.Int64 // QoS 1/2 messages for a full queue kept in the session
@@ -89,6 +100,7 @@ type flowControl struct {
 // places it holds in others' windows for the message in hand.
 type clientFlow struct {
 	cl *mqtt.Client
+	h  *flowControl
 
 	mu sync.Mutex
 	// reserved counts publishers that were let through for this client
@@ -108,6 +120,11 @@ type clientFlow struct {
 	held     []*clientFlow
 	armed    time.Time
 	watchdog *time.Timer
+	// publishing is set from the end of OnPublish until OnPublished:
+	// Mochi is handing the message to the sessions. publishes counts
+	// OnPublish calls.
+	publishing bool
+	publishes  uint64
 }
 
 // errTooSlow is why a client that cannot keep up is disconnected.
@@ -129,6 +146,7 @@ func newFlowControl(server *mqtt.Server, limits Limits, storage []mqtt.Hook, evi
 		storage:   storage,
 		evictions: evictions,
 		flows:     make(map[*mqtt.Client]*clientFlow),
+		resuming:  make(map[string]*mqtt.Client),
 	}
 }
 
@@ -136,19 +154,149 @@ func (h *flowControl) ID() string { return "pimqtt-flow" }
 
 func (h *flowControl) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnSessionEstablish, mqtt.OnDisconnect, mqtt.OnPublish, mqtt.OnPublished,
-		mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnPublishDropped, mqtt.OnSelectSubscribers:
+	case mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnPublish, mqtt.OnPublished,
+		mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnPublishDropped, mqtt.OnSelectSubscribers,
+		mqtt.OnPacketEncode:
 		return true
 	}
 	return false
 }
 
-// OnSessionEstablish starts the client's flow state, before it inherits
-// a session and can be sent anything.
-func (h *flowControl) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+// OnSessionEstablish notes a client about to resume a session, before
+// Mochi makes it the session's client: from now on, publishers of
+// messages for it wait until its session is resent (see join), so that
+// nothing new overtakes what is resent; and it waits for the messages
+// being handed to sessions now, decided before it came.
+func (h *flowControl) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	if pk.Connect.Clean {
+		return
+	}
+	if _, ok := h.server.Clients.Get(cl.ID); !ok {
+		return
+	}
 	h.mu.Lock()
-	h.flows[cl] = &clientFlow{cl: cl}
+	h.resuming[cl.ID] = cl
 	h.mu.Unlock()
+	h.awaitHandovers()
+}
+
+// OnSessionEstablished starts the client's flow state once Mochi has
+// resent what its session kept. Mochi calls OnDisconnect for every
+// client that got this far.
+func (h *flowControl) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	h.mu.Lock()
+	h.flows[cl] = &clientFlow{cl: cl, h: h}
+	if h.resuming[cl.ID] == cl {
+		delete(h.resuming, cl.ID)
+	}
+	if h.joined != nil {
+		close(h.joined)
+		h.joined = nil
+	}
+	h.mu.Unlock()
+}
+
+// OnPacketEncode puts a resumed session's messages back in the order they
+// were sent, just before Mochi resends them: Mochi sorts them by their
+// creation time in whole seconds, at random within a second, which breaks
+// MQTT's rule that resent messages keep their order [MQTT-4.6.0-1].
+func (h *flowControl) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && pk.SessionPresent {
+		orderForResend(cl.State.Inflight, time.Now().Unix())
+	}
+	return pk
+}
+
+// awaitHandovers waits, at most SlowClientTimeout, until the QoS 1/2
+// messages being handed to sessions now are handed over: one decided
+// for a session before its client came back could otherwise be written
+// to the new connection before what the session kept is resent.
+func (h *flowControl) awaitHandovers() {
+	type inHand struct {
+		f *clientFlow
+		n uint64
+	}
+	var busy []inHand
+	h.mu.RLock()
+	for _, f := range h.flows {
+		f.mu.Lock()
+		if f.publishing {
+			busy = append(busy, inHand{f, f.publishes})
+		}
+		f.mu.Unlock()
+	}
+	h.mu.RUnlock()
+	if len(busy) == 0 {
+		return
+	}
+	h.resumers.Add(1)
+	defer h.resumers.Add(-1)
+	deadline := time.NewTimer(h.stall)
+	defer deadline.Stop()
+	for _, b := range busy {
+		for {
+			h.mu.Lock()
+			if h.handedOver == nil {
+				h.handedOver = make(chan struct{})
+			}
+			handedOver := h.handedOver
+			h.mu.Unlock()
+			b.f.mu.Lock()
+			done := !b.f.publishing || b.f.publishes != b.n
+			b.f.mu.Unlock()
+			if done {
+				break
+			}
+			select {
+			case <-handedOver:
+			case <-deadline.C:
+				return
+			}
+		}
+	}
+}
+
+// orderForResend rewrites the creation times of a session's messages so
+// that Mochi's sort (by the creation time's low 16 bits) yields the order
+// they were sent in: by creation time, then, within a second, by packet
+// identifier, which a session hands out in increasing order (wrapping
+// after 65535). Nothing else reads the creation time of a message in
+// flight: pimqtt sets no maximum message expiry.
+func orderForResend(inflight *mqtt.Inflight, now int64) {
+	all := inflight.GetAll(false)
+	if len(all) < 2 {
+		return
+	}
+	// Within one second, identifiers that span more than half the range
+	// have wrapped: the low ones came after the high ones.
+	lo, hi := make(map[int64]uint16), make(map[int64]uint16)
+	for _, m := range all {
+		if l, ok := lo[m.Created]; !ok || m.PacketID < l {
+			lo[m.Created] = m.PacketID
+		}
+		hi[m.Created] = max(hi[m.Created], m.PacketID)
+	}
+	key := func(m packets.Packet) int {
+		id := int(m.PacketID)
+		if hi[m.Created]-lo[m.Created] > 1<<15 && id < 1<<15 {
+			id += 1 << 16
+		}
+		return id
+	}
+	sort.SliceStable(all, func(i, j int) bool {
+		if all[i].Created != all[j].Created {
+			return all[i].Created < all[j].Created
+		}
+		return key(all[i]) < key(all[j])
+	})
+	base := now - int64(len(all))
+	if uint16(base) > uint16(base+int64(len(all))-1) { // the low 16 bits would wrap
+		base &^= 0xFFFF
+	}
+	for i, m := range all {
+		m.Created = base + int64(i)
+		inflight.Set(m)
+	}
 }
 
 // OnDisconnect ends the client's flow state: nobody waits for it, and the
@@ -174,13 +322,15 @@ func (h *flowControl) flowOf(cl *mqtt.Client) *clientFlow {
 	return h.flows[cl]
 }
 
-// flowByID is the flow of the connected client with the id, if any.
-func (h *flowControl) flowByID(id string) *clientFlow {
+// flowByID is the flow of the connected client with the id, if any, and
+// the client itself while it is connected (its flow is nil while it is
+// still connecting or resuming its session).
+func (h *flowControl) flowByID(id string) (*clientFlow, *mqtt.Client) {
 	cl, ok := h.server.Clients.Get(id)
 	if !ok || cl.Closed() {
-		return nil
+		return nil, nil
 	}
-	return h.flowOf(cl)
+	return h.flowOf(cl), cl
 }
 
 // OnPublish holds a QoS 1/2 PUBLISH until every connected client it is
@@ -197,11 +347,17 @@ func (h *flowControl) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	// Places still held if Mochi did not finish the previous message
 	// (a failed PUBACK write, a hook that refused it).
 	pub.release()
-	targets := h.targets(cl, pk.TopicName)
-	if len(targets) == 0 {
+	defer pub.handing()
+	targets, joining := h.targets(cl, pk.TopicName)
+	if len(targets) == 0 && len(joining) == 0 {
 		return pk, nil
 	}
 	w := waiter{pub: pub}
+	for _, j := range joining {
+		if t := h.join(&w, j); t != nil {
+			targets = append(targets, t)
+		}
+	}
 	for _, t := range targets {
 		if !h.reserve(&w, t) {
 			h.evict(t, "its window stayed full", "window", h.limit(t), "waited", h.stall.String())
@@ -210,6 +366,15 @@ func (h *flowControl) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	w.end()
 	pub.arm(h)
 	return pk, nil
+}
+
+// handing marks pub as handing a message to the sessions (see
+// awaitHandovers).
+func (pub *clientFlow) handing() {
+	pub.mu.Lock()
+	pub.publishing = true
+	pub.publishes++
+	pub.mu.Unlock()
 }
 
 // OnPublished gives back the places the publisher held: Mochi has handed
@@ -238,26 +403,67 @@ func (h *flowControl) wake(cl *mqtt.Client) {
 }
 
 // targets are the flows of the connected clients other than the
-// publisher that get a message on topic at QoS 1 or 2: for a shared
-// subscription, the member OnSelectSubscribers will choose.
-func (h *flowControl) targets(publisher *mqtt.Client, topic string) []*clientFlow {
+// publisher that get a message on topic at QoS 1 or 2 (for a shared
+// subscription, the member OnSelectSubscribers will choose), and those
+// of such clients that are still connecting or resuming.
+func (h *flowControl) targets(publisher *mqtt.Client, topic string) (flows []*clientFlow, joining []*mqtt.Client) {
 	subs := h.server.Topics.Subscribers(topic)
-	var out []*clientFlow
 	for id, sub := range subs.Subscriptions {
 		if id == publisher.ID || sub.Qos == 0 {
 			continue
 		}
-		if f := h.flowByID(id); f != nil {
-			out = append(out, f)
+		h.mu.RLock()
+		r := h.resuming[id]
+		h.mu.RUnlock()
+		if r != nil {
+			joining = append(joining, r)
+			continue
+		}
+		switch f, cl := h.flowByID(id); {
+		case f != nil:
+			flows = append(flows, f)
+		case cl != nil:
+			joining = append(joining, cl)
 		}
 	}
 	for _, group := range subs.Shared {
 		id, f := h.leastLoaded(group)
 		if f != nil && id != publisher.ID && group[id].Qos > 0 {
-			out = append(out, f)
+			flows = append(flows, f)
 		}
 	}
-	return out
+	return flows, joining
+}
+
+// join waits, within the publish's bound, until a client that is
+// connecting or resuming its session has its flow, and returns it (nil if
+// the client went, or at the bound).
+func (h *flowControl) join(w *waiter, cl *mqtt.Client) *clientFlow {
+	for {
+		h.mu.Lock()
+		f := h.flows[cl]
+		if f != nil || cl.Closed() {
+			// A client that failed before its flow started is no longer
+			// resuming.
+			if h.resuming[cl.ID] == cl {
+				delete(h.resuming, cl.ID)
+			}
+			h.mu.Unlock()
+			return f
+		}
+		if h.joined == nil {
+			h.joined = make(chan struct{})
+		}
+		joined := h.joined
+		h.mu.Unlock()
+		w.start(h)
+		select {
+		case <-joined:
+		case <-w.recheck.C:
+		case <-w.expired:
+			return nil
+		}
+	}
 }
 
 // OnSelectSubscribers gives each message for a shared subscription to the
@@ -293,7 +499,7 @@ func (h *flowControl) leastLoaded(group map[string]packets.Subscription) (string
 		if bestID == "" {
 			bestID = id
 		}
-		f := h.flowByID(id)
+		f, _ := h.flowByID(id)
 		if f == nil {
 			continue
 		}
@@ -364,7 +570,7 @@ func (w *waiter) end() {
 func (h *flowControl) reserve(w *waiter, t *clientFlow) bool {
 	for {
 		t.mu.Lock()
-		if t.gone {
+		if t.gone || t.cl.Closed() {
 			t.mu.Unlock()
 			return true
 		}
@@ -399,7 +605,8 @@ func (f *clientFlow) signalLocked() {
 	}
 }
 
-// release gives back the places f holds as a publisher.
+// release gives back the places f holds as a publisher: the message is
+// handed over, or Mochi gave up on it.
 func (f *clientFlow) release() {
 	f.mu.Lock()
 	held := f.held
@@ -407,12 +614,22 @@ func (f *clientFlow) release() {
 	if f.watchdog != nil {
 		f.watchdog.Stop()
 	}
+	wasPublishing := f.publishing
+	f.publishing = false
 	f.mu.Unlock()
 	for _, t := range held {
 		t.mu.Lock()
 		t.reserved--
 		t.signalLocked()
 		t.mu.Unlock()
+	}
+	if wasPublishing && f.h.resumers.Load() > 0 {
+		f.h.mu.Lock()
+		if f.h.handedOver != nil {
+			close(f.h.handedOver)
+			f.h.handedOver = nil
+		}
+		f.h.mu.Unlock()
 	}
 }
 
@@ -568,9 +785,38 @@ func (h *flowControl) drops() Drops {
 	}
 }
 
-// report logs the messages dropped since the last report, if any; the
-// broker calls it every reportInterval.
+// sweep forgets the flows of clients closed for longer than any wait can
+// last whose OnDisconnect never came (a connection whose goroutine
+// panicked, see connGuard), and the clients that failed while resuming.
+func (h *flowControl) sweep(now time.Time) {
+	limit := int64((reportInterval + 2*h.stall) / time.Second)
+	var stale []*clientFlow
+	h.mu.Lock()
+	for cl, f := range h.flows {
+		if stopped := cl.StopTime(); cl.Closed() && stopped > 0 && now.Unix()-stopped > limit {
+			stale = append(stale, f)
+			delete(h.flows, cl)
+		}
+	}
+	for id, cl := range h.resuming {
+		if cl.Closed() {
+			delete(h.resuming, id)
+		}
+	}
+	h.mu.Unlock()
+	for _, f := range stale {
+		f.mu.Lock()
+		f.gone = true
+		f.signalLocked()
+		f.mu.Unlock()
+		f.release()
+	}
+}
+
+// report logs the messages dropped since the last report, if any, and
+// sweeps stale flows; the broker calls it every reportInterval.
 func (h *flowControl) report() {
+	h.sweep(time.Now())
 	d := h.drops()
 	qos0, full := d.QoS0-h.reported.QoS0, d.SessionFull-h.reported.SessionFull
 	h.reported = d

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/pimqtt/pimqtt/bench/load"
 )
 
@@ -132,5 +134,145 @@ func TestFanInSlowSubscriberLosesNothing(t *testing.T) {
 				t.Errorf("%d duplicates at QoS 2", res.Duplicates)
 			}
 		})
+	}
+}
+
+// persistentSubscriber connects a raw MQTT 3.1.1 client with a persistent
+// session (clean session off) and subscribes it to filter at QoS 1. It
+// acknowledges nothing until told to read.
+func persistentSubscriber(t *testing.T, addr, clientID, filter string) *rawClient {
+	t.Helper()
+	c := dialRaw(t, addr, 4)
+	t.Cleanup(c.close)
+	if err := c.write(pk("10 r? s'MQTT' 04 00 H60 s'" + clientID + "'")); err != nil {
+		t.Fatalf("write CONNECT: %v", err)
+	}
+	c.expect("CONNACK 0x00")
+	if err := c.write(pk("82 r? m1 s'" + filter + "' 01")); err != nil {
+		t.Fatalf("write SUBSCRIBE: %v", err)
+	}
+	c.expect("SUBACK 0x01")
+	return c
+}
+
+// receiveAll reads PUBLISH packets, acknowledging each, until n distinct
+// payloads have arrived, and returns the payloads in order of arrival.
+func (c *rawClient) receiveAll(n int) []string {
+	c.t.Helper()
+	seen := make(map[string]bool)
+	var got []string
+	for len(seen) < n {
+		p, err := c.next()
+		if err != nil {
+			c.t.Fatalf("after %d of %d messages: %v", len(seen), n, err)
+		}
+		if p.header>>4 != 3 {
+			c.t.Fatalf("after %d of %d messages: got %s", len(seen), n, p.describe(4))
+		}
+		tl := int(p.body[0])<<8 | int(p.body[1])
+		id, payload := p.body[2+tl:4+tl], string(p.body[4+tl:])
+		if err := c.write(append([]byte{0x40, 0x02}, id...)); err != nil {
+			c.t.Fatalf("write PUBACK: %v", err)
+		}
+		if !seen[payload] {
+			seen[payload] = true
+			got = append(got, payload)
+		}
+	}
+	return got
+}
+
+// resume reconnects a persistent session and checks it was kept.
+func resume(t *testing.T, addr, clientID string) *rawClient {
+	t.Helper()
+	c := dialRaw(t, addr, 4)
+	t.Cleanup(c.close)
+	if err := c.write(pk("10 r? s'MQTT' 04 00 H60 s'" + clientID + "'")); err != nil {
+		t.Fatalf("write CONNECT: %v", err)
+	}
+	if ack := c.expect("CONNACK 0x00"); ack.body[0]&1 != 1 {
+		t.Fatal("CONNACK without session present: the session was not kept")
+	}
+	return c
+}
+
+// publishQoS1 publishes msgs on topic from a paho client, each waiting for
+// its PUBACK, and returns how long that took.
+func publishQoS1(t *testing.T, c paho.Client, topic string, msgs []string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for _, m := range msgs {
+		tok := c.Publish(topic, 1, false, m)
+		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %s: no PUBACK: %v", m, tok.Error())
+		}
+	}
+	return time.Since(start)
+}
+
+func messages(prefix string, from, to int) []string {
+	var m []string
+	for i := from; i < to; i++ {
+		m = append(m, fmt.Sprintf("%s%03d", prefix, i))
+	}
+	return m
+}
+
+// TestSlowSubscriberBounds: a subscriber that acknowledges nothing holds
+// its publisher for SlowClientTimeout at most, is then disconnected, and
+// its persistent session keeps every message up to MaxInflight +
+// MaxQueued, in order; beyond that, messages for the absent client are
+// dropped and counted.
+func TestSlowSubscriberBounds(t *testing.T) {
+	limits := DefaultLimits()
+	limits.MaxInflight = 8
+	limits.MaxQueued = 16
+	limits.SlowClientTimeout = 500 * time.Millisecond
+	b, sink := startTestBroker(t, Options{Listeners: []ListenerConfig{{Kind: TCP, Addr: "127.0.0.1:0"}}, AllowAnonymous: true, Limits: limits})
+	addr := listenerAddr(t, b, TCP)
+	silent := persistentSubscriber(t, addr, "silent", "slow/#")
+	pub, err := connectTCP(t, addr, "publisher")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// 20 messages: 8 fill the window, the 9th waits until the subscriber
+	// is disconnected, the rest go to its session.
+	first := messages("a", 0, 20)
+	took := publishQoS1(t, pub, "slow/x", first)
+	if took < limits.SlowClientTimeout || took > limits.SlowClientTimeout+3*time.Second {
+		t.Errorf("publishing took %v; want the publisher held for about SlowClientTimeout (%v)", took, limits.SlowClientTimeout)
+	}
+	waitFor(t, 5*time.Second, "the slow subscriber disconnected", func() bool { return b.Dropped().SlowClients == 1 })
+	if n := sink.countLines("cannot keep up"); n != 1 {
+		t.Errorf("%d log lines about the slow client, want 1:\n%s", n, sink.since(0))
+	}
+	silent.close()
+	back := resume(t, addr, "silent")
+	got := back.receiveAll(len(first))
+	back.close()
+	if fmt.Sprint(got) != fmt.Sprint(first) {
+		t.Errorf("after resuming: %v, want %v in order", got, first)
+	}
+	if d := b.Dropped(); d.SessionFull != 0 || d.QoS0 != 0 {
+		t.Errorf("drops %+v, want none", d)
+	}
+
+	// Away: the session keeps MaxInflight + MaxQueued = 24 of 30, and
+	// counts the other 6.
+	waitFor(t, 5*time.Second, "the resumed session gone", func() bool {
+		cl, ok := b.server.Clients.Get("silent")
+		return ok && cl.Closed()
+	})
+	second := messages("b", 0, 30)
+	publishQoS1(t, pub, "slow/x", second)
+	// Mochi acknowledges a message before it hands it to the sessions.
+	waitFor(t, 5*time.Second, "6 messages counted as dropped", func() bool { return b.Dropped().SessionFull >= 6 })
+	if d := b.Dropped(); d.SessionFull != 6 {
+		t.Errorf("SessionFull = %d, want 6 (30 messages for a session bounded at 24)", d.SessionFull)
+	}
+	got = resume(t, addr, "silent").receiveAll(24)
+	if fmt.Sprint(got) != fmt.Sprint(second[:24]) {
+		t.Errorf("after resuming: %v, want %v in order", got, second[:24])
 	}
 }
