@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -204,7 +205,7 @@ func publishQoS1(t *testing.T, c paho.Client, topic string, msgs []string) time.
 	for _, m := range msgs {
 		tok := c.Publish(topic, 1, false, m)
 		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish %s: no PUBACK: %v", m, tok.Error())
+			t.Fatalf("publish %s: no PUBACK: %v", m[:min(len(m), 8)], tok.Error())
 		}
 	}
 	return time.Since(start)
@@ -274,5 +275,51 @@ func TestSlowSubscriberBounds(t *testing.T) {
 	got = resume(t, addr, "silent").receiveAll(24)
 	if fmt.Sprint(got) != fmt.Sprint(second[:24]) {
 		t.Errorf("after resuming: %v, want %v in order", got, second[:24])
+	}
+}
+
+// TestStuckWriteBounded: a subscriber that reads nothing while its window
+// is not full yet (large messages fill the sockets first) leaves Mochi's
+// write to it blocked, holding the client's lock, which every publisher
+// of a message for it then waits on. The watchdog disconnects it after
+// SlowClientTimeout; its session keeps every message. Without it the
+// publisher would wait until the write deadline Mochi derives from the
+// keepalive: 90 s here, never with keepalive 0.
+func TestStuckWriteBounded(t *testing.T) {
+	limits := DefaultLimits()
+	limits.MaxInflight = 64
+	limits.MaxQueued = 64
+	limits.SlowClientTimeout = time.Second
+	b, _ := startTestBroker(t, Options{Listeners: []ListenerConfig{{Kind: TCP, Addr: "127.0.0.1:0"}}, AllowAnonymous: true, Limits: limits})
+	addr := listenerAddr(t, b, TCP)
+	silent := persistentSubscriber(t, addr, "reader", "big/#")
+	// A small receive window: the socket fills with a few messages.
+	if err := silent.conn.(*net.TCPConn).SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := connectTCP(t, addr, "publisher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("x", 256<<10)
+	var msgs []string
+	for i := 0; i < 40; i++ {
+		msgs = append(msgs, fmt.Sprintf("w%03d", i)+pad)
+	}
+	took := publishQoS1(t, pub, "big/x", msgs)
+	t.Logf("40 messages of 256 KiB acknowledged in %v", took)
+	if took > limits.SlowClientTimeout+5*time.Second {
+		t.Errorf("publishing took %v; want the publisher held for about SlowClientTimeout (%v)", took, limits.SlowClientTimeout)
+	}
+	if d := b.Dropped(); d.SlowClients != 1 || d.SessionFull != 0 {
+		t.Errorf("drops %+v, want 1 slow client and nothing dropped", d)
+	}
+	silent.close()
+	var got []string
+	for _, m := range resume(t, addr, "reader").receiveAll(len(msgs)) {
+		got = append(got, m[:4])
+	}
+	if want := messages("w", 0, 40); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("after resuming: %v, want %v in order", got, want)
 	}
 }
