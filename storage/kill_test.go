@@ -288,3 +288,51 @@ func TestKillDuringQoS2Stream(t *testing.T) {
 		len(want), before, sub.got.total()-before)
 	p.stop(t)
 }
+
+// TestKillKeepsRetainedAndSessions: after kill -9, acknowledged retained
+// messages are there (a retained message deleted with an empty payload
+// stays deleted), a persistent session is present with its subscription,
+// and the messages queued for it while it was away are delivered.
+func TestKillKeepsRetainedAndSessions(t *testing.T) {
+	path := storePath(t)
+	p := startBrokerProc(t, path)
+	phone, _ := connect(t, p.addr, "phone", false, nil)
+	subscribe(t, phone, "home/+/state", 1)
+	subscribe(t, phone, "home/alarm", 2)
+	phone.Disconnect(100)
+
+	pub, _ := connect(t, p.addr, "sensors", true, nil)
+	publish(t, pub, "home/door/state", 1, true, "open")
+	publish(t, pub, "home/window/state", 1, true, "closed")
+	publish(t, pub, "home/gone/state", 1, true, "soon deleted")
+	publish(t, pub, "home/gone/state", 1, true, "")
+	publish(t, pub, "home/alarm", 2, false, "ring")
+	p.kill(t)
+
+	p = startBrokerProc(t, path)
+	got := newReceived()
+	_, present := connect(t, p.addr, "phone", false, got.handler)
+	if !present {
+		t.Fatal("persistent session not present after kill -9")
+	}
+	// Queued while it was away: the three retained publishes to its
+	// filter, the empty one included, and the QoS 2 alarm.
+	if missing := got.waitAll([]string{"open", "closed", "soon deleted", "ring"}); len(missing) > 0 {
+		t.Fatalf("queued messages missing after kill -9: %v (got %q)", missing, got.all)
+	}
+	fresh := newReceived()
+	tablet, _ := connect(t, p.addr, "tablet", true, fresh.handler)
+	subscribe(t, tablet, "home/#", 1)
+	if missing := fresh.waitAll([]string{"open", "closed"}); len(missing) > 0 {
+		t.Fatalf("retained messages missing after kill -9: %v", missing)
+	}
+	pub, _ = connect(t, p.addr, "sensors", true, nil)
+	publish(t, pub, "home/door/state", 1, false, "shut")
+	if missing := got.waitAll([]string{"shut"}); len(missing) > 0 {
+		t.Fatal("the restored subscription does not deliver")
+	}
+	if n := fresh.has("soon deleted"); n != 0 {
+		t.Fatal("a deleted retained message came back after kill -9")
+	}
+	p.stop(t)
+}
