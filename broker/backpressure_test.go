@@ -323,3 +323,70 @@ func TestStuckWriteBounded(t *testing.T) {
 		t.Errorf("after resuming: %v, want %v in order", got, want)
 	}
 }
+
+// TestClientsPublishingToEachOther: two clients that publish to each
+// other and both stop reading for a while. Each one's publish waits for
+// the other's window, and the acknowledgements that would free it wait
+// behind the other's publish, unread: the two would hold each other
+// until SlowClientTimeout and be disconnected. A client waiting in its
+// own publish gets the session's room above its window instead.
+func TestClientsPublishingToEachOther(t *testing.T) {
+	limits := DefaultLimits()
+	limits.MaxInflight = 8
+	limits.MaxQueued = 256
+	limits.SlowClientTimeout = 3 * time.Second
+	b, _ := startTestBroker(t, Options{Listeners: []ListenerConfig{{Kind: TCP, Addr: "127.0.0.1:0"}}, AllowAnonymous: true, Limits: limits})
+	addr := listenerAddr(t, b, TCP)
+	const n = 100
+	stallUntil := time.Now().Add(time.Second)
+	type peer struct {
+		c        paho.Client
+		received atomic.Int64
+	}
+	connect := func(id, filter string) *peer {
+		p := &peer{}
+		var once sync.Once
+		p.c = paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).
+			SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second))
+		if tok := p.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("%s: connect: %v", id, tok.Error())
+		}
+		t.Cleanup(func() { p.c.Disconnect(100) })
+		tok := p.c.Subscribe(filter, 1, func(paho.Client, paho.Message) {
+			// The first message stalls the client: paho reads nothing
+			// more and acknowledges nothing until the handler returns.
+			once.Do(func() { time.Sleep(time.Until(stallUntil)) }) // a slow client, not synchronisation
+			p.received.Add(1)
+		})
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("%s: subscribe: %v", id, tok.Error())
+		}
+		return p
+	}
+	a, bb := connect("peer-a", "to-a/#"), connect("peer-b", "to-b/#")
+	var wg sync.WaitGroup
+	for _, x := range []struct {
+		from  *peer
+		topic string
+	}{{a, "to-b/x"}, {bb, "to-a/x"}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var toks []paho.Token
+			for i := 0; i < n; i++ {
+				toks = append(toks, x.from.c.Publish(x.topic, 1, false, fmt.Sprint(i)))
+			}
+			for _, tok := range toks {
+				if !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+					t.Errorf("publish on %s: no PUBACK: %v", x.topic, tok.Error())
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(t, 10*time.Second, "every message delivered", func() bool { return a.received.Load() == n && bb.received.Load() == n })
+	if d := b.Dropped(); d != (Drops{}) {
+		t.Errorf("drops %+v, want none: the two clients held each other up", d)
+	}
+}
