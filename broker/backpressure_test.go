@@ -14,6 +14,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/pimqtt/pimqtt/bench/load"
 )
@@ -389,4 +391,90 @@ func TestClientsPublishingToEachOther(t *testing.T) {
 	if d := b.Dropped(); d != (Drops{}) {
 		t.Errorf("drops %+v, want none: the two clients held each other up", d)
 	}
+}
+
+// TestFullQueueKeepsQoS12: what Mochi does with a message for a client
+// whose outbound queue (MaxQueued) is full, QoS 0 messages having filled
+// it: it numbers the copy, puts it in the session, finds the queue full,
+// calls OnPublishDropped and takes the copy out of the session again. A
+// QoS 1/2 copy is kept in the session under a new packet identifier and
+// the client is disconnected as too slow; it gets the message when it
+// resumes. A QoS 0 copy is dropped and counted.
+func TestFullQueueKeepsQoS12(t *testing.T) {
+	limits := DefaultLimits()
+	limits.MaxInflight = 8
+	limits.MaxQueued = 16
+	store := &recordingStore{}
+	b, sink := startTestBroker(t, Options{Listeners: []ListenerConfig{{Kind: TCP, Addr: "127.0.0.1:0"}}, AllowAnonymous: true, Limits: limits, Hooks: []mqtt.Hook{store}})
+	addr := listenerAddr(t, b, TCP)
+	sub := persistentSubscriber(t, addr, "queued", "q/#")
+	cl, ok := b.server.Clients.Get("queued")
+	if !ok {
+		t.Fatal("no client queued")
+	}
+	mochiDrops := func(qos byte, payload string) {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, TopicName: "q/x",
+			Payload: []byte(payload), Origin: "publisher", Created: time.Now().Unix()}
+		out := pk.Copy(false)
+		if qos > 0 {
+			id, err := cl.NextPacketID()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out.PacketID = uint16(id)
+			cl.State.Inflight.Set(out)
+		}
+		atomic.AddInt64(&b.server.Info.MessagesDropped, 1)
+		b.flow.OnPublishDropped(cl, pk)
+		if qos > 0 {
+			cl.State.Inflight.Delete(out.PacketID)
+		}
+	}
+	mochiDrops(0, "qos0")
+	mochiDrops(1, "kept")
+	// A storage hook learns that the message moved to a new identifier.
+	if got, want := store.String(), "dropped 1 kept; stored 2 kept; "; got != want {
+		t.Errorf("storage was told %q, want %q", got, want)
+	}
+	sub.expectClosed()
+	want := Drops{QoS0: 1, SlowClients: 1, Kept: 1}
+	if d := b.Dropped(); d != want {
+		t.Errorf("drops %+v, want %+v", d, want)
+	}
+	if !strings.Contains(sink.since(0), "its outbound queue is full") {
+		t.Errorf("no log line says why the client was disconnected:\n%s", sink.since(0))
+	}
+	if got := resume(t, addr, "queued").receiveAll(1); fmt.Sprint(got) != "[kept]" {
+		t.Errorf("after resuming: %v, want [kept]", got)
+	}
+}
+
+// recordingStore is a storage hook that records what it is told about
+// messages in flight.
+type recordingStore struct {
+	mqtt.HookBase
+	mu  sync.Mutex
+	log strings.Builder
+}
+
+func (s *recordingStore) ID() string { return "recording-store" }
+
+func (s *recordingStore) Provides(b byte) bool { return b == mqtt.OnQosPublish || b == mqtt.OnQosDropped }
+
+func (s *recordingStore) OnQosPublish(_ *mqtt.Client, pk packets.Packet, _ int64, _ int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fmt.Fprintf(&s.log, "stored %d %s; ", pk.PacketID, pk.Payload)
+}
+
+func (s *recordingStore) OnQosDropped(_ *mqtt.Client, pk packets.Packet) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fmt.Fprintf(&s.log, "dropped %d %s; ", pk.PacketID, pk.Payload)
+}
+
+func (s *recordingStore) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.log.String()
 }
