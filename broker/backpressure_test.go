@@ -459,7 +459,9 @@ type recordingStore struct {
 
 func (s *recordingStore) ID() string { return "recording-store" }
 
-func (s *recordingStore) Provides(b byte) bool { return b == mqtt.OnQosPublish || b == mqtt.OnQosDropped }
+func (s *recordingStore) Provides(b byte) bool {
+	return b == mqtt.OnQosPublish || b == mqtt.OnQosDropped
+}
 
 func (s *recordingStore) OnQosPublish(_ *mqtt.Client, pk packets.Packet, _ int64, _ int) {
 	s.mu.Lock()
