@@ -221,7 +221,9 @@ func startInProcess(maxClients int) (*inProcess, error) {
 }
 
 func (p *inProcess) addr() string { return p.b.Addrs()[0].Addr.String() }
-func (p *inProcess) name() string { return "in this process (memory and goroutines include the clients)" }
+func (p *inProcess) name() string {
+	return "in this process (memory and goroutines include the clients)"
+}
 func (p *inProcess) rssKiB() (int64, bool) {
 	return procStatusKiB("/proc/self/status", "VmRSS")
 }
