@@ -206,4 +206,5 @@ func (d *Device) onConnect(c mqtt.Client) {
 	d.announce, d.refresh, d.readyArm = true, true, subscribed
 	d.flagsMu.Unlock()
 	d.requestPublish()
+	d.onConnectExtras(c)
 }

@@ -128,6 +128,10 @@ type Options struct {
 	// MaxReconnectInterval caps the exponential backoff between reconnection attempts and the
 	// interval between attempts while the first connection has not yet succeeded, default 30 s.
 	MaxReconnectInterval time.Duration
+	// Telemetry, when set, publishes health reports; nil: none.
+	Telemetry *Telemetry
+	// Discovery, when set, publishes Home Assistant MQTT discovery; nil: none.
+	Discovery *Discovery
 }
 
 // Hints name the settings behind what a broker may refuse at CONNECT, in the words the user
@@ -195,6 +199,8 @@ type Device struct {
 	log         *slog.Logger
 	keepAlive   time.Duration
 	maxBackoff  time.Duration
+	tele        *telemetryRun // nil without Options.Telemetry
+	disc        *discovery    // nil without Options.Discovery
 
 	// ctx spans the device's life and is cancelled at the start of Close, so dials in
 	// progress, retry loops, input readers and background ack waits stop promptly.
@@ -224,6 +230,7 @@ type Device struct {
 	announce bool // publish status On first in the next round
 	refresh  bool // publish every output's and input's state in the next round
 	readyArm bool // the refresh is a connection's whose SUBSCRIBE was acknowledged
+	discover bool // publish the discovery messages in the next round (a refresh does anyway)
 
 	ready     chan struct{} // closed by markReady; see Ready
 	readyOnce sync.Once
@@ -252,6 +259,10 @@ func New(opts Options) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	tele, disc, err := newExtras(opts)
+	if err != nil {
+		return nil, err
+	}
 	log := opts.Logger.With("broker", opts.BrokerLabel)
 	d := &Device{
 		dial:        opts.Dial,
@@ -267,6 +278,8 @@ func New(opts Options) (*Device, error) {
 		log:         log,
 		keepAlive:   opts.KeepAlive,
 		maxBackoff:  opts.MaxReconnectInterval,
+		tele:        tele,
+		disc:        disc,
 		kick:        make(chan struct{}, 1),
 		pubDone:     make(chan struct{}),
 		ready:       make(chan struct{}),
@@ -347,6 +360,7 @@ func (d *Device) Start(ctx context.Context) error {
 	// log what matters.
 	d.client = mqtt.NewClient(o)
 
+	d.startExtras(d.client)
 	go d.publishLoop(d.client)
 	for _, in := range d.inputs {
 		d.workers.Add(1)

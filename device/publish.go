@@ -24,6 +24,7 @@ func (d *Device) requestPublish() {
 type publication struct {
 	topic, payload string
 	log            *slog.Logger // the line's logger, or nil for the status
+	what           string       // "discovery" or "telemetry"; "" for the status and states
 }
 
 // publishLoop is the only publisher until Close. Each round publishes, in this order: status
@@ -62,8 +63,13 @@ func (d *Device) publishLoop(c mqtt.Client) {
 func (d *Device) collect() (pubs []publication, ready bool) {
 	d.flagsMu.Lock()
 	announce, refresh, ready := d.announce, d.refresh, d.readyArm && d.refresh
-	d.announce, d.refresh, d.readyArm = false, false, false
+	discover := d.discover || refresh
+	d.announce, d.refresh, d.readyArm, d.discover = false, false, false, false
 	d.flagsMu.Unlock()
+	// Home Assistant's configuration first, so that it subscribes before the states follow.
+	if discover && d.disc != nil {
+		pubs = append(pubs, d.disc.pubs...)
+	}
 	if announce {
 		pubs = append(pubs, publication{topic: d.statusTopic, payload: statusOn})
 	}
@@ -78,7 +84,7 @@ func (d *Device) collect() (pubs []publication, ready bool) {
 			o.log.Error("read line failed; state not published", "err", err)
 			continue
 		}
-		pubs = append(pubs, publication{o.stateTopic, statePayload(v), o.log})
+		pubs = append(pubs, publication{topic: o.stateTopic, payload: statePayload(v), log: o.log})
 	}
 	for _, in := range d.inputs {
 		// The backlog is taken before the line is read: every event taken predates the read,
@@ -106,7 +112,12 @@ func (d *Device) collect() (pubs []publication, ready bool) {
 				"skipped", dropped)
 		}
 		for _, v := range values {
-			pubs = append(pubs, publication{in.stateTopic, statePayload(v), in.log})
+			pubs = append(pubs, publication{topic: in.stateTopic, payload: statePayload(v), log: in.log})
+		}
+	}
+	if d.tele != nil {
+		if doc, ok := d.tele.take(); ok {
+			pubs = append(pubs, publication{topic: d.tele.topic, payload: string(doc), what: "telemetry"})
 		}
 	}
 	return pubs, ready
@@ -130,6 +141,10 @@ func (d *Device) publishRound(c mqtt.Client, pubs []publication, ready bool) (ne
 			return true
 		}
 		switch {
+		case p.what != "" && err != nil:
+			d.log.Warn("publish "+p.what+" failed", "topic", p.topic, "err", err)
+		case p.what != "":
+			d.log.Debug(p.what+" published", "topic", p.topic)
 		case p.log == nil && err != nil:
 			d.log.Warn("publish status failed", "topic", p.topic, "err", err)
 		case p.log == nil:
