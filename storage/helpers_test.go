@@ -197,7 +197,9 @@ type inProcess struct {
 	st    *Store
 	addr  string
 	logs  *mqtttest.SyncBuffer
-	close func()
+	// close closes the broker, then the store, and returns the store's
+	// error (at cleanup, a failure).
+	close func() error
 }
 
 // startInProcess opens a store on path and serves a broker with it on
@@ -231,17 +233,26 @@ func startInProcess(t *testing.T, opts Options, limits broker.Limits) *inProcess
 	b.OpenNetwork()
 	p := &inProcess{b: b, st: st, addr: b.Addrs()[0].Addr.String(), logs: logs}
 	var once sync.Once
-	p.close = func() {
+	var closeErr error
+	closedByTest := false
+	p.close = func() error {
+		closedByTest = true
 		once.Do(func() {
 			if err := b.Close(); err != nil {
 				t.Errorf("broker close: %v", err)
 			}
-			if err := st.Close(); err != nil {
-				t.Errorf("store close: %v", err)
-			}
+			closeErr = st.Close()
 		})
+		return closeErr
 	}
-	t.Cleanup(p.close)
+	t.Cleanup(func() {
+		if closedByTest {
+			return
+		}
+		if err := p.close(); err != nil {
+			t.Errorf("store close: %v", err)
+		}
+	})
 	return p
 }
 

@@ -587,11 +587,15 @@ func (s *Store) StoredClients() ([]mstorage.Client, error) {
 		s.mu.Unlock()
 		return nil, nil
 	}
+	unreadable := len(s.boot.cleanup)
 	clients, ops := s.restore()
 	h := s.handover
 	c := s.write(ops, true)
 	s.mu.Unlock()
 	s.await(c)
+	if unreadable > 0 {
+		s.log.Warn("storage: unreadable records left out and deleted", "file", s.opts.Path, "records", unreadable)
+	}
 	s.log.Info("storage: restored", "file", s.opts.Path, "sessions", len(clients), "subscriptions", len(h.subs),
 		"queued_messages", len(h.inflight), "retained", len(h.retained))
 	return clients, nil

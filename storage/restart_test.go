@@ -30,7 +30,9 @@ func TestCleanRestart(t *testing.T) {
 	}
 	pub.Disconnect(100)
 	clean.Disconnect(100)
-	p.close()
+	if err := p.close(); err != nil {
+		t.Fatal(err)
+	}
 
 	p = startInProcess(t, Options{Path: path}, broker.Limits{})
 	got := newReceived()
