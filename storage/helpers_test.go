@@ -193,10 +193,10 @@ func (p *brokerProc) stop(t *testing.T) {
 
 // inProcess is a broker with a store in the test's own process.
 type inProcess struct {
-	b     *broker.Broker
-	st    *Store
-	addr  string
-	logs  *mqtttest.SyncBuffer
+	b    *broker.Broker
+	st   *Store
+	addr string
+	logs *mqtttest.SyncBuffer
 	// close closes the broker, then the store, and returns the store's
 	// error (at cleanup, a failure).
 	close func() error
