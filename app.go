@@ -17,6 +17,7 @@ import (
 	"github.com/pimqtt/pimqtt/device"
 	"github.com/pimqtt/pimqtt/gpio"
 	"github.com/pimqtt/pimqtt/state"
+	"github.com/pimqtt/pimqtt/telemetry"
 	"github.com/pimqtt/pimqtt/web"
 )
 
@@ -221,6 +222,23 @@ func (m *Main) startDevice(ctx context.Context) error {
 	opts.Outputs, opts.Inputs = m.deviceLines()
 	if m.store != nil {
 		opts.Store = m.store
+	}
+	if cfg.Device.TelemetryInterval > 0 {
+		dataDir := cfg.Device.DataDir
+		opts.Telemetry = &device.Telemetry{
+			Topic:    cfg.Device.Prefix + "/telemetry",
+			Interval: cfg.Device.TelemetryInterval.D(),
+			Read:     func() any { return telemetry.Read(dataDir) },
+		}
+	}
+	if cfg.HomeAssistant.Discovery {
+		// Published before Ready, so before any network listener opens.
+		opts.Discovery = &device.Discovery{
+			Prefix:           cfg.HomeAssistant.Prefix,
+			Version:          moduleVersion(),
+			ConfigurationURL: m.pageURL(nil),
+			PerComponent:     cfg.HomeAssistant.PerComponent,
+		}
 	}
 	label := "in-process"
 	if m.broker != nil {

@@ -190,15 +190,23 @@ func runConfig(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+// moduleVersion is the version alone: set at build time, else the module's.
+func moduleVersion() string {
+	if version != "" {
+		return version
+	}
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
+		return info.Main.Version
+	}
+	return "(devel)"
+}
+
 // versionString says what a bug report needs: the module version (or the
 // one set with -ldflags), the commit it was built from and whether the
 // tree had uncommitted changes, and the Go toolchain and target.
 func versionString() string {
-	v, rev, modified, goVersion := version, "", false, runtime.Version()
+	v, rev, modified, goVersion := moduleVersion(), "", false, runtime.Version()
 	if info, ok := debug.ReadBuildInfo(); ok {
-		if v == "" {
-			v = info.Main.Version
-		}
 		goVersion = info.GoVersion
 		for _, s := range info.Settings {
 			switch s.Key {
@@ -208,9 +216,6 @@ func versionString() string {
 				modified = s.Value == "true"
 			}
 		}
-	}
-	if v == "" {
-		v = "(devel)"
 	}
 	out := "pimqtt " + v
 	switch {

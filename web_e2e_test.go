@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -79,5 +80,44 @@ func TestPageThroughMain(t *testing.T) {
 			t.Fatalf("the page never showed the LED off after an MQTT client switched it")
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// TestDiscoveryAndTelemetryThroughMain: with Home Assistant discovery on,
+// the retained device config is there the moment the program is started
+// (before any network listener opened), with the page as its link, and the
+// telemetry is retained on PREFIX/telemetry.
+func TestDiscoveryAndTelemetryThroughMain(t *testing.T) {
+	cfg := testConfig("")
+	cfg.HomeAssistant.Discovery = true
+	cfg.Device.ClientID = "pimqtt-test"
+	m := &Main{Config: cfg, Logger: discardLogger()}
+	if err := m.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	const topic = "homeassistant/device/pimqtt-test/config"
+	got := retainedNow(t, m, topic, "raspberry/telemetry")
+	var config struct {
+		Dev  map[string]any            `json:"dev"`
+		O    map[string]any            `json:"o"`
+		Cmps map[string]map[string]any `json:"cmps"`
+	}
+	if err := json.Unmarshal([]byte(got[topic]), &config); err != nil {
+		t.Fatalf("no device config on %s right after Run: %v (%q)", topic, err, got[topic])
+	}
+	if config.O["name"] != "pimqtt" || config.Dev["cu"] == nil && config.Dev["configuration_url"] == nil {
+		t.Errorf("origin or configuration_url missing: dev %v, o %v", config.Dev, config.O)
+	}
+	found := false
+	for _, c := range config.Cmps {
+		found = found || c["p"] == "switch"
+	}
+	if !found {
+		t.Errorf("no switch among the components %v", config.Cmps)
+	}
+	var tele map[string]any
+	if err := json.Unmarshal([]byte(got["raspberry/telemetry"]), &tele); err != nil || tele["uptime_s"] == nil {
+		t.Errorf("telemetry %q (%v), want a JSON document with uptime_s", got["raspberry/telemetry"], err)
 	}
 }
