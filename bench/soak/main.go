@@ -238,7 +238,8 @@ type binary struct {
 	address string
 	sys     paho.Client
 	mu      sync.Mutex
-	threads int64 // from $SYS/broker/system/threads; -1 before the first
+	threads int64 // from $SYS/broker/system/threads
+	fresh   bool  // threads arrived since goroutines last read it
 	exited  chan struct{}
 }
 
@@ -259,7 +260,7 @@ func startBinary(ctx context.Context, path string, maxClients int) (*binary, err
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", path, err)
 	}
-	b := &binary{cmd: cmd, path: path, threads: -1, exited: make(chan struct{})}
+	b := &binary{cmd: cmd, path: path, exited: make(chan struct{})}
 	found := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -291,10 +292,11 @@ func startBinary(ctx context.Context, path string, maxClients int) (*binary, err
 		b.close()
 		return nil, fmt.Errorf("connect to %s: %v", b.address, tok.Error())
 	}
+	// Retained: the first value is from before the clients connect.
 	b.sys.Subscribe("$SYS/broker/system/threads", 0, func(_ paho.Client, m paho.Message) {
 		if n, err := strconv.ParseInt(string(m.Payload()), 10, 64); err == nil {
 			b.mu.Lock()
-			b.threads = n
+			b.threads, b.fresh = n, true
 			b.mu.Unlock()
 		}
 	}).WaitTimeout(10 * time.Second)
@@ -306,10 +308,15 @@ func (b *binary) name() string { return b.path + " (pid " + strconv.Itoa(b.cmd.P
 func (b *binary) rssKiB() (int64, bool) {
 	return procStatusKiB(fmt.Sprintf("/proc/%d/status", b.cmd.Process.Pid), "VmRSS")
 }
+
+// goroutines is the broker's count from $SYS, once per new value: pimqtt
+// publishes it every 10 s.
 func (b *binary) goroutines() (int64, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.threads, b.threads >= 0
+	fresh := b.fresh
+	b.fresh = false
+	return b.threads, fresh
 }
 func (b *binary) drops() (broker.Drops, bool) { return broker.Drops{}, false }
 func (b *binary) close() {
@@ -368,13 +375,15 @@ func (s series) describe(scale float64) string {
 	for _, x := range s.samples {
 		peak = max(peak, x.value)
 	}
-	slope := "n/a"
-	if k, ok := leastSquares(pub); ok {
-		slope = fmt.Sprintf("%+.2f/min", k*scale*60)
+	slope := func(ss []sample) string {
+		if k, ok := leastSquares(ss); ok {
+			return fmt.Sprintf("%+.2f/min", k*scale*60)
+		}
+		return "n/a"
 	}
 	first, last := s.samples[0].value, s.samples[len(s.samples)-1].value
-	return fmt.Sprintf("start %.1f, peak %.1f, end %.1f, slope during the run %s (%d samples)",
-		first*scale, peak*scale, last*scale, slope, len(s.samples))
+	return fmt.Sprintf("start %.1f, peak %.1f, end %.1f; slope %s over the run, %s over its second half (%d samples)",
+		first*scale, peak*scale, last*scale, slope(pub), slope(pub[len(pub)/2:]), len(s.samples))
 }
 
 // leastSquares is the slope, per second, of the line that fits samples.
@@ -411,6 +420,9 @@ type sampler struct {
 }
 
 func startSampler(t target, every time.Duration) *sampler {
+	// A value from before the clients connected (the binary's retained
+	// $SYS count) is not a start value.
+	t.goroutines()
 	s := &sampler{t: t, start: time.Now(), stopc: make(chan struct{}), done: make(chan struct{}),
 		rss: series{marked: -1}, gor: series{marked: -1}}
 	go func() {
