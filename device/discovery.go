@@ -336,21 +336,27 @@ func (d *Device) entities(present map[string]bool) []entity {
 	return es
 }
 
-// buildDiscovery prepares the configuration messages. It takes one telemetry reading to learn
-// which values this machine has: a sensor Home Assistant could never fill would only clutter
-// the device page.
-func (d *Device) buildDiscovery() {
+// buildDiscovery prepares the configuration messages. It uses the telemetry loop's first
+// reading, from first, to learn which values this machine has (a sensor Home Assistant could
+// never fill would only clutter the device page), waiting for it at most firstReadTimeout.
+func (d *Device) buildDiscovery(first <-chan []byte) {
 	ds := d.disc
 	present := map[string]bool{}
-	if d.tele != nil {
-		if doc, err := json.Marshal(d.tele.read()); err != nil || checkObject(doc) != nil {
-			d.log.Warn("telemetry reading failed; Home Assistant gets no telemetry sensors but the client count", "err", errors.Join(err, checkObject(doc)))
-		} else {
+	if first != nil {
+		t := time.NewTimer(firstReadTimeout)
+		defer t.Stop()
+		select {
+		case doc := <-first:
 			var m map[string]json.RawMessage
-			_ = json.Unmarshal(doc, &m)
+			if json.Unmarshal(doc, &m) != nil {
+				d.log.Warn("no telemetry reading; Home Assistant gets no telemetry sensors but the client count")
+			}
 			for k := range m {
 				present[k] = true
 			}
+		case <-t.C:
+			d.log.Warn("telemetry reading still not done; Home Assistant gets no telemetry sensors but the client count",
+				"waited", firstReadTimeout)
 		}
 	}
 	dev := haDevice{IDs: []string{ds.id}, Name: ds.name, Mdl: "pimqtt", SW: ds.version, CU: ds.configURL}
@@ -477,14 +483,23 @@ func newExtras(opts Options) (*telemetryRun, *discovery, error) {
 	return tele, disc, err
 }
 
-// startExtras runs in Start, before the publisher and the connection: it prepares the
-// discovery messages and starts the telemetry loop.
+// firstReadTimeout bounds how long Start waits for the first telemetry reading when
+// discovery needs it. Reading takes well under a millisecond; a Read stuck on a dead file
+// system must not hold up the start.
+const firstReadTimeout = time.Second
+
+// startExtras runs in Start, before the publisher and the connection: it starts the
+// telemetry loop and prepares the discovery messages.
 func (d *Device) startExtras(c mqtt.Client) {
-	if d.disc != nil {
-		d.buildDiscovery()
-	}
+	var first chan []byte
 	if d.tele != nil {
-		d.workers.Add(1)
-		go d.telemetryLoop(c)
+		if d.disc != nil {
+			first = make(chan []byte, 1)
+		}
+		// Not one of d.workers: Close must not wait for a Read stuck on a dead file system.
+		go d.telemetryLoop(c, first)
+	}
+	if d.disc != nil {
+		d.buildDiscovery(first)
 	}
 }

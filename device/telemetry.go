@@ -22,7 +22,9 @@ type Telemetry struct {
 	Interval time.Duration
 	// Read returns the report: a value that encodes as a JSON object, such as a
 	// telemetry.Snapshot. Required. The device calls it from a goroutine of its own, never
-	// concurrently with itself, so it may read files without holding up commands or states.
+	// concurrently with itself, so it may read files without holding up commands or states;
+	// Close does not wait for a call in progress. With Discovery set, the first call is made
+	// in Start, which waits for it up to a second to learn which values this machine has.
 	// The device adds "clients", the broker's count of connected clients from
 	// ClientsTopic, once the broker has said it, unless Read's object has that key already.
 	Read func() any
@@ -115,9 +117,16 @@ func (d *Device) askTelemetry() {
 
 // telemetryLoop reads a report every interval and whenever asked, and hands it to the
 // publisher. Reading here, not in the publisher, keeps a slow Read (a stalled file system)
-// from delaying the states of the lines.
-func (d *Device) telemetryLoop(c mqtt.Client) {
-	defer d.workers.Done()
+// from delaying the states of the lines. When first is not nil, it reads once at once and
+// sends the report there (nil when it failed), for discovery.
+func (d *Device) telemetryLoop(c mqtt.Client, first chan<- []byte) {
+	if first != nil {
+		doc, err := d.tele.report()
+		if err != nil {
+			d.log.Error("telemetry reading failed", "err", err)
+		}
+		first <- doc // buffered
+	}
 	t := time.NewTicker(d.tele.interval)
 	defer t.Stop()
 	for {
@@ -132,6 +141,9 @@ func (d *Device) telemetryLoop(c mqtt.Client) {
 			continue
 		}
 		doc, err := d.tele.report()
+		if d.ctx.Err() != nil {
+			return // closed while reading
+		}
 		if err != nil {
 			d.log.Error("telemetry not published", "topic", d.tele.topic, "err", err)
 			continue
