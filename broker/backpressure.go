@@ -49,14 +49,15 @@ import (
 //     SessionFull): only a client that stays away while messages for it
 //     pile up loses any, as with mosquitto's max_queued_messages.
 //   - The outbound queue (MaxQueued) holds QoS 0 messages too; a QoS 0
-//     message for a full queue is dropped and counted (Drops.QoS0), which
-//     MQTT allows. A QoS 1/2 message for a full queue is kept in the
-//     session under a new packet identifier and the client disconnected
-//     as too slow, so that it gets the message when it resumes.
+//     message for a full queue is dropped and counted (Drops.QueueFull),
+//     which MQTT allows. A QoS 1/2 message for a full queue is kept in
+//     the session under a new packet identifier and the client
+//     disconnected as too slow, so that it gets the message when it
+//     resumes.
 //
-// Messages the broker publishes itself (wills, retained messages sent on
-// subscription, $SYS) are not acknowledged to anyone and do not wait;
-// the session bound holds for them too.
+// Messages the broker sends on its own (wills, retained messages sent on
+// subscription, $SYS) were not acknowledged to anyone as delivered and do
+// not wait: a full session or queue drops them, and counts them.
 type flowControl struct {
 	mqtt.HookBase
 	server *mqtt.Server
@@ -121,10 +122,12 @@ type clientFlow struct {
 	armed    time.Time
 	watchdog *time.Timer
 	// publishing is set from the end of OnPublish until OnPublished:
-	// Mochi is handing the message to the sessions. publishes counts
-	// OnPublish calls.
-	publishing bool
-	publishes  uint64
+	// Mochi is handing the message (topic inHand, created inHandCreated)
+	// to the sessions. publishes counts OnPublish calls.
+	publishing    bool
+	publishes     uint64
+	inHand        string
+	inHandCreated int64
 }
 
 // errTooSlow is why a client that cannot keep up is disconnected.
@@ -347,7 +350,7 @@ func (h *flowControl) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	// Places still held if Mochi did not finish the previous message
 	// (a failed PUBACK write, a hook that refused it).
 	pub.release()
-	defer pub.handing()
+	defer pub.handing(pk)
 	targets, joining := h.targets(cl, pk.TopicName)
 	if len(targets) == 0 && len(joining) == 0 {
 		return pk, nil
@@ -368,13 +371,22 @@ func (h *flowControl) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	return pk, nil
 }
 
-// handing marks pub as handing a message to the sessions (see
-// awaitHandovers).
-func (pub *clientFlow) handing() {
+// handing marks pub as handing pk to the sessions (see awaitHandovers
+// and OnPublishDropped).
+func (pub *clientFlow) handing(pk packets.Packet) {
 	pub.mu.Lock()
 	pub.publishing = true
 	pub.publishes++
+	pub.inHand = pk.TopicName
+	pub.inHandCreated = pk.Created
 	pub.mu.Unlock()
+}
+
+// hands reports whether pub is handing pk to the sessions.
+func (pub *clientFlow) hands(pk packets.Packet) bool {
+	pub.mu.Lock()
+	defer pub.mu.Unlock()
+	return pub.publishing && pub.inHand == pk.TopicName && pub.inHandCreated == pk.Created
 }
 
 // OnPublished gives back the places the publisher held: Mochi has handed
@@ -700,12 +712,15 @@ func (h *flowControl) disconnect(cl *mqtt.Client) {
 }
 
 // OnPublishDropped is called by Mochi when cl's outbound queue is full.
-// A QoS 0 delivery may be dropped (Mochi counts it). A QoS 1/2 one is
-// kept in cl's session under a new packet identifier, as Mochi takes the
-// one it gave it back when this returns, and cl is disconnected as too
-// slow, so that it gets the message when it resumes its session.
+// A QoS 0 delivery may be dropped (Mochi counts it), and so may a QoS 1/2
+// message the broker sends on its own: a retained message sent because
+// cl subscribed (it stays retained: subscribing again gets it), a will.
+// A QoS 1/2 message acknowledged to a publisher is kept in cl's session
+// under a new packet identifier, as Mochi takes the one it gave it back
+// when this returns, and cl is disconnected as too slow, so that it gets
+// the message when it resumes its session.
 func (h *flowControl) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
-	if pk.FixedHeader.Qos == 0 {
+	if pk.FixedHeader.Qos == 0 || !h.live(pk) {
 		return
 	}
 	out, ok := queuedCopy(cl, pk)
@@ -737,6 +752,17 @@ func (h *flowControl) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 	}
 }
 
+// live reports whether pk is a message its publisher is handing to the
+// sessions now, rather than one the broker sends on its own.
+func (h *flowControl) live(pk packets.Packet) bool {
+	pub, ok := h.server.Clients.Get(pk.Origin)
+	if !ok {
+		return false
+	}
+	f := h.flowOf(pub)
+	return f != nil && f.hands(pk)
+}
+
 // queuedCopy finds the copy of pk Mochi has just put in cl's session for
 // the outbound queue: the QoS 1/2 PUBLISH from the same publisher, made
 // at the same second, with the same topic and payload.
@@ -753,9 +779,11 @@ func queuedCopy(cl *mqtt.Client, pk packets.Packet) (packets.Packet, bool) {
 // Drops counts what the broker did not deliver, and the clients it
 // disconnected because they could not keep up.
 type Drops struct {
-	// QoS0 counts QoS 0 deliveries dropped because the client's outbound
-	// queue (Limits.MaxQueued) was full, as MQTT allows.
-	QoS0 int64
+	// QueueFull counts messages dropped because the client's outbound
+	// queue (Limits.MaxQueued) was full: QoS 0 messages, as MQTT allows,
+	// and QoS 1/2 messages no publisher was told were delivered: retained
+	// messages sent on subscription (they stay retained) and wills.
+	QueueFull int64
 	// SessionFull counts QoS 1/2 messages not kept for a session that
 	// already held Limits.MaxInflight + Limits.MaxQueued messages its
 	// client had not acknowledged: a client that stayed away (or was
@@ -778,7 +806,7 @@ func (b *Broker) Dropped() Drops { return b.flow.drops() }
 func (h *flowControl) drops() Drops {
 	info := h.server.Info.Clone()
 	return Drops{
-		QoS0:        info.MessagesDropped,
+		QueueFull:   info.MessagesDropped,
 		SessionFull: info.InflightDropped,
 		SlowClients: h.evicted.Load(),
 		Kept:        h.kept.Load(),
@@ -818,10 +846,10 @@ func (h *flowControl) sweep(now time.Time) {
 func (h *flowControl) report() {
 	h.sweep(time.Now())
 	d := h.drops()
-	qos0, full := d.QoS0-h.reported.QoS0, d.SessionFull-h.reported.SessionFull
+	queue, session := d.QueueFull-h.reported.QueueFull, d.SessionFull-h.reported.SessionFull
 	h.reported = d
-	if qos0 > 0 || full > 0 {
+	if queue > 0 || session > 0 {
 		h.log.Warn("messages dropped: clients too far behind (see max_queued)",
-			"qos0_queue_full", qos0, "qos12_session_full", full, "since", reportInterval.String())
+			"queue_full", queue, "session_full", session, "since", reportInterval.String())
 	}
 }

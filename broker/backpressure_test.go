@@ -257,7 +257,7 @@ func TestSlowSubscriberBounds(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(first) {
 		t.Errorf("after resuming: %v, want %v in order", got, first)
 	}
-	if d := b.Dropped(); d.SessionFull != 0 || d.QoS0 != 0 {
+	if d := b.Dropped(); d.SessionFull != 0 || d.QueueFull != 0 {
 		t.Errorf("drops %+v, want none", d)
 	}
 
@@ -397,9 +397,11 @@ func TestClientsPublishingToEachOther(t *testing.T) {
 // whose outbound queue (MaxQueued) is full, QoS 0 messages having filled
 // it: it numbers the copy, puts it in the session, finds the queue full,
 // calls OnPublishDropped and takes the copy out of the session again. A
-// QoS 1/2 copy is kept in the session under a new packet identifier and
-// the client is disconnected as too slow; it gets the message when it
-// resumes. A QoS 0 copy is dropped and counted.
+// QoS 1/2 message a publisher is handing over (and was told is
+// delivered) is kept in the session under a new packet identifier and the
+// client is disconnected as too slow; it gets the message when it
+// resumes. A QoS 0 message, or a QoS 1 message the broker sends on its
+// own (a retained message sent on subscription), is dropped and counted.
 func TestFullQueueKeepsQoS12(t *testing.T) {
 	limits := DefaultLimits()
 	limits.MaxInflight = 8
@@ -408,13 +410,23 @@ func TestFullQueueKeepsQoS12(t *testing.T) {
 	b, sink := startTestBroker(t, Options{Listeners: []ListenerConfig{{Kind: TCP, Addr: "127.0.0.1:0"}}, AllowAnonymous: true, Limits: limits, Hooks: []mqtt.Hook{store}})
 	addr := listenerAddr(t, b, TCP)
 	sub := persistentSubscriber(t, addr, "queued", "q/#")
-	cl, ok := b.server.Clients.Get("queued")
-	if !ok {
-		t.Fatal("no client queued")
+	if _, err := connectTCP(t, addr, "publisher"); err != nil {
+		t.Fatal(err)
 	}
-	mochiDrops := func(qos byte, payload string) {
+	cl, ok := b.server.Clients.Get("queued")
+	pubCl, ok2 := b.server.Clients.Get("publisher")
+	if !ok || !ok2 {
+		t.Fatal("clients missing")
+	}
+	mochiDrops := func(qos byte, payload string, live bool) {
 		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, TopicName: "q/x",
 			Payload: []byte(payload), Origin: "publisher", Created: time.Now().Unix()}
+		if live {
+			// As OnPublish leaves it, until OnPublished.
+			pub := b.flow.flowOf(pubCl)
+			pub.handing(pk)
+			defer pub.release()
+		}
 		out := pk.Copy(false)
 		if qos > 0 {
 			id, err := cl.NextPacketID()
@@ -430,15 +442,18 @@ func TestFullQueueKeepsQoS12(t *testing.T) {
 			cl.State.Inflight.Delete(out.PacketID)
 		}
 	}
-	mochiDrops(0, "qos0")
-	mochiDrops(1, "kept")
+	mochiDrops(0, "qos0", true)
+	mochiDrops(1, "retained", false)
+	if d, want := b.Dropped(), (Drops{QueueFull: 2}); d != want {
+		t.Errorf("drops %+v, want %+v", d, want)
+	}
+	mochiDrops(1, "kept", true)
 	// A storage hook learns that the message moved to a new identifier.
-	if got, want := store.String(), "dropped 1 kept; stored 2 kept; "; got != want {
+	if got, want := store.String(), "dropped 2 kept; stored 3 kept; "; got != want {
 		t.Errorf("storage was told %q, want %q", got, want)
 	}
 	sub.expectClosed()
-	want := Drops{QoS0: 1, SlowClients: 1, Kept: 1}
-	if d := b.Dropped(); d != want {
+	if d, want := b.Dropped(), (Drops{QueueFull: 2, SlowClients: 1, Kept: 1}); d != want {
 		t.Errorf("drops %+v, want %+v", d, want)
 	}
 	if !strings.Contains(sink.since(0), "its outbound queue is full") {

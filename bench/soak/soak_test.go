@@ -24,7 +24,7 @@ func TestSoakShort(t *testing.T) {
 	if !rep.ok() || rep.res.Acked == 0 {
 		t.Errorf("soak failed: %s", rep.res)
 	}
-	if rep.drops == nil || rep.drops.QoS0 != 0 || rep.drops.SessionFull != 0 || rep.drops.SlowClients != 0 {
+	if rep.drops == nil || rep.drops.QueueFull != 0 || rep.drops.SessionFull != 0 || rep.drops.SlowClients != 0 {
 		t.Errorf("broker drops %+v, want none", rep.drops)
 	}
 	if len(rep.rss.samples) < 3 || len(rep.goroutines.samples) < 3 {
