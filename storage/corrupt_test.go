@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/pimqtt/pimqtt/broker"
@@ -178,3 +181,60 @@ func TestUnreadableRecords(t *testing.T) {
 		t.Fatalf("set aside for one bad record: %v", m)
 	}
 }
+
+// FuzzDamagedStore: whatever bytes of a store file are damaged, Open
+// returns (setting the file aside or reading what it can) and never
+// crashes the process, whose other goroutines bbolt could take down.
+func FuzzDamagedStore(f *testing.F) {
+	template := filepath.Join(f.TempDir(), "template.db")
+	st, err := Open(Options{Path: template, Logger: discard()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	var ops []op
+	for i := range 30 {
+		ops = append(ops,
+			put(bRetained, fmt.Sprintf("t/%d", i), encodeMessage(message{Topic: fmt.Sprintf("t/%d", i), Payload: bytes.Repeat([]byte{'v'}, 100)})),
+			put(bSessions, fmt.Sprintf("c%d", i), encodeSession(session{ProtocolVersion: 4})),
+			put(bSubscriptions, subscriptionKey(fmt.Sprintf("c%d", i), "a/#"), encodeSubscription(subscription{QoS: 1})))
+	}
+	c := &change{ops: ops, done: make(chan error, 1)}
+	st.w.enqueue(c)
+	if err := c.wait(waitTimeout); err != nil {
+		f.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		f.Fatal(err)
+	}
+	good, err := os.ReadFile(template)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(uint32(0), []byte("garbage"))
+	f.Add(uint32(2*pageSize), bytes.Repeat([]byte{0xff}, 64))
+	f.Add(uint32(3*pageSize+16), []byte{0, 0, 0, 0, 0, 0, 0, 0})
+	f.Add(uint32(5*pageSize+20), []byte{0x7f})
+	f.Fuzz(func(t *testing.T, at uint32, patch []byte) {
+		data := bytes.Clone(good)
+		if len(data) > 0 {
+			off := int(at) % len(data)
+			copy(data[off:], patch)
+		}
+		path := filepath.Join(t.TempDir(), "pimqtt.db")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		st, err := Open(Options{Path: path, Logger: discard()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		caps := mqtt.NewDefaultServerCapabilities()
+		st.SetOpts(st.log, &mqtt.HookOptions{Capabilities: caps})
+		_, _ = st.StoredClients()
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -100,7 +101,7 @@ type writer struct {
 	closeErr     error
 
 	stats struct {
-		commits, syncs, bytes, failures, dropped, pendingOps atomic.Int64
+		commits, syncs, bytes, failures, dropped, pendingOps, queued atomic.Int64
 	}
 }
 
@@ -141,6 +142,7 @@ func (w *writer) enqueue(c *change) {
 	}
 	w.queue = append(w.queue, c)
 	w.queued += c.size
+	w.stats.queued.Add(1)
 	w.mu.Unlock()
 	select {
 	case w.kick <- struct{}{}:
@@ -212,6 +214,7 @@ func (w *writer) take() (closing bool) {
 	closing = w.closed
 	w.space.Broadcast()
 	w.mu.Unlock()
+	defer w.stats.queued.Add(-int64(len(q)))
 	for _, c := range q {
 		if w.failing != nil && w.pendingBytes+c.size > w.maxPending {
 			w.stats.dropped.Add(1)
@@ -303,7 +306,17 @@ func (w *writer) commit() {
 // failed transaction the file is closed: the next attempt opens it again
 // and starts from what is on disk, which a failed transaction leaves as
 // it was.
-func (w *writer) write() error {
+func (w *writer) write() (err error) {
+	defer func() {
+		// bbolt asserts (panics) on damage it runs into; a fault on its
+		// memory map is a panic here too. Either is a failed write, and
+		// the file is checked when it is opened again.
+		if r := recover(); r != nil {
+			w.closeDB()
+			err = fmt.Errorf("%w: %v", errCorrupt, r)
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	if w.inject != nil {
 		if err := w.inject(); err != nil {
 			return err
