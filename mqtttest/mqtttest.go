@@ -2,8 +2,9 @@
 // the way net/http/httptest does for HTTP: it owns finding the external
 // tools the tests run (and failing, never skipping, when one is missing),
 // waiting for a port to accept connections, collecting a child process's
-// output, running the real mosquitto broker for the length of a test, and
-// a relay that stands in for a broker that is not up yet.
+// output, running (and stopping, or killing) the real mosquitto broker, and
+// a relay that stands in for the network to a broker: down until told
+// where the broker is, and able to cut or slow the link.
 //
 // It is a normal package so that the tests of several packages can share
 // it, but only tests should import it: every helper takes a testing.TB and
