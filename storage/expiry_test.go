@@ -7,6 +7,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/pimqtt/pimqtt/broker"
 )
 
 // keys lists the keys of a bucket of a closed store file.
@@ -184,5 +186,38 @@ func TestRestoreExpiry(t *testing.T) {
 	}
 	if got := keys(t, path, bucketSubscriptions); len(got) != len(want) {
 		t.Errorf("subscriptions left in the store: %q", got)
+	}
+}
+
+// TestQueueExpiry: with QueueExpiry set, a message queued for a
+// disconnected session is dropped once older, from the store and from
+// the broker's memory; newer ones are delivered. (Without it, queued
+// messages last as long as the session: the other tests.)
+func TestQueueExpiry(t *testing.T) {
+	t.Parallel()
+	path := storePath(t)
+	p := startInProcess(t, Options{Path: path, QueueExpiry: 2 * time.Second}, broker.Limits{})
+	sub, _ := connect(t, p.addr, "phone", false, nil)
+	subscribe(t, sub, "news/#", 1)
+	sub.Disconnect(100)
+	pub, _ := connect(t, p.addr, "pub", true, nil)
+	publish(t, pub, "news/a", 1, false, "stale")
+	time.Sleep(3500 * time.Millisecond) // the expiry is what is tested
+	publish(t, pub, "news/a", 1, false, "fresh")
+	got := newReceived()
+	if _, present := connect(t, p.addr, "phone", false, got.handler); !present {
+		t.Fatal("session gone: QueueExpiry must drop messages, not sessions")
+	}
+	if missing := got.waitAll([]string{"fresh"}); len(missing) > 0 {
+		t.Fatal("the fresh message is not delivered")
+	}
+	if n := got.has("stale"); n != 0 {
+		t.Fatal("a message older than QueueExpiry was delivered")
+	}
+	if err := p.close(); err != nil {
+		t.Fatal(err)
+	}
+	if k := keys(t, path, bucketMessages); len(k) > 0 {
+		t.Fatalf("messages left in the store: %d", len(k))
 	}
 }
