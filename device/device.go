@@ -375,8 +375,9 @@ func (d *Device) Start(ctx context.Context) error {
 
 // Ready returns a channel that is closed once the device obeys: the first time a connection
 // has had its SUBSCRIBE acknowledged by the broker with every command topic and every input's
-// SimTopic granted, and its retained status On and the state of every output and input
-// published and acknowledged (PUBACK). From then on a command published to the broker reaches
+// SimTopic granted, and its retained status On, the state of every output and input and, with
+// Options.Discovery, Home Assistant's configuration published and acknowledged (PUBACK). From
+// then on a command published to the broker reaches
 // its line. A connection whose SUBSCRIBE or publishes fail does not close it; a later one
 // may. It stays closed for the device's life, across reconnections, and is never closed if
 // no connection gets that far: callers wait on it with a bound of their own.

@@ -27,10 +27,12 @@ type publication struct {
 	what           string       // "discovery" or "telemetry"; "" for the status and states
 }
 
-// publishLoop is the only publisher until Close. Each round publishes, in this order: status
+// publishLoop is the only publisher until Close. Each round publishes, in this order: Home
+// Assistant's discovery messages (after a (re)connection or Home Assistant's "online"), status
 // On (when announce is set), the state of every output marked dirty (read from the line when
-// the round runs, so bursts of commands coalesce into one publish of the final level), and
-// every value waiting in each input's backlog, in event order. After a (re)connection
+// the round runs, so bursts of commands coalesce into one publish of the final level), every
+// value waiting in each input's backlog, in event order, and the telemetry report waiting, if
+// any. After a (re)connection
 // (refresh), every output's and input's state is published; an input's backlog is then
 // replaced by a fresh read of the line. Message handlers thus never wait on the network, and
 // publish errors are logged off the handler path.
