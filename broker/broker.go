@@ -109,8 +109,10 @@ type Broker struct {
 	mem       *memListener
 	guard     *connGuard
 	addrs     []Addr
-	tls       []*tlsSource // the TLS listeners' certificates, for Reload
-	anyOrigin []Addr       // WebSocket listeners open to pages of any origin
+	// netListeners are the bound network listeners, for CloseNetwork.
+	netListeners []net.Listener
+	tls          []*tlsSource // the TLS listeners' certificates, for Reload
+	anyOrigin    []Addr       // WebSocket listeners open to pages of any origin
 	// network is closed by OpenNetwork; the network listeners accept
 	// only then.
 	network  chan struct{}
@@ -290,6 +292,7 @@ func New(opts Options) (*Broker, error) {
 			return nil, fmt.Errorf("broker: add listener %s: %w", lc.Addr, err)
 		}
 		b.addrs = append(b.addrs, Addr{Kind: lc.Kind, Addr: ln.Addr()})
+		b.netListeners = append(b.netListeners, ln)
 		if f.tls != nil {
 			b.tls = append(b.tls, f.tls)
 		}
@@ -414,6 +417,15 @@ func (b *Broker) OpenNetwork() {
 			b.log.Info("listening", "kind", a.Kind, "addr", a.Addr.String(), "access", b.access(a.Addr))
 		}
 	})
+}
+
+// CloseNetwork stops accepting new network connections; clients already
+// connected stay until Close. Shutdown calls it first, so that nobody
+// connects while the device says goodbye.
+func (b *Broker) CloseNetwork() {
+	for _, ln := range b.netListeners {
+		_ = ln.Close()
+	}
 }
 
 // access says who may connect on a listener bound to addr.
