@@ -178,6 +178,21 @@ func checkDiscovery(opts Options, used map[string]string) (*discovery, error) {
 	return ds, nil
 }
 
+// TopicFilter is a topic filter matching every discovery message a device with o and client id
+// clientID publishes, in either form: PREFIX/+/ID/#. A broker that reserves the device's topics
+// for the device (so that no other client can forge its configuration) reserves this one too.
+// Home Assistant's own PREFIX/status does not match it.
+func (o *Discovery) TopicFilter(clientID string) string {
+	prefix, id := o.Prefix, o.ID
+	if prefix == "" {
+		prefix = DefaultDiscoveryPrefix
+	}
+	if id == "" {
+		id = haObjectID(clientID)
+	}
+	return prefix + "/+/" + id + "/#"
+}
+
 // randomDiscoveryDelay is Discovery.Delay's default.
 func randomDiscoveryDelay() time.Duration {
 	return rand.N(maxDiscoveryDelay)

@@ -373,6 +373,57 @@ func TestRandomDiscoveryDelay(t *testing.T) {
 	}
 }
 
+// TopicFilter matches every discovery topic of both forms, and not Home Assistant's status.
+func TestDiscoveryTopicFilter(t *testing.T) {
+	for _, tc := range []struct {
+		o      Discovery
+		client string
+		want   string
+	}{
+		{Discovery{}, "pimqtt-pi", "homeassistant/+/pimqtt-pi/#"},
+		{Discovery{Prefix: "ha", ID: "garage"}, "pimqtt-pi", "ha/+/garage/#"},
+		{Discovery{}, "pimqtt-pi.lan", "homeassistant/+/" + haObjectID("pimqtt-pi.lan") + "/#"},
+	} {
+		if got := tc.o.TopicFilter(tc.client); got != tc.want {
+			t.Errorf("%+v.TopicFilter(%q) = %q, want %q", tc.o, tc.client, got, tc.want)
+		}
+	}
+	// The topics New claims for both forms match the filter; the status topic does not.
+	for _, per := range []bool{false, true} {
+		o := Discovery{PerComponent: per}
+		opts := Options{ClientID: "pimqtt-pi", StatusTopic: "raspberry/status",
+			Outputs:   []Output{{Name: "led", CommandTopic: "raspberry/led", StateTopic: "raspberry/led/state"}},
+			Telemetry: &Telemetry{Topic: "raspberry/telemetry"}, Discovery: &o}
+		used := usedTopics(opts)
+		if _, err := checkDiscovery(opts, used); err != nil {
+			t.Fatal(err)
+		}
+		filter := o.TopicFilter("pimqtt-pi")
+		for topic, what := range used {
+			discoveryTopic := strings.Contains(what, "discovery topic")
+			if match := topicMatches(filter, topic); match != discoveryTopic {
+				t.Errorf("filter %s matches %s (%s): %v", filter, topic, what, match)
+			}
+		}
+	}
+}
+
+// topicMatches is MQTT's matching of a topic against a filter with + and #.
+func topicMatches(filter, topic string) bool {
+	f, tp := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, level := range f {
+		switch {
+		case level == "#":
+			return true
+		case i >= len(tp):
+			return false
+		case level != "+" && level != tp[i]:
+			return false
+		}
+	}
+	return len(f) == len(tp)
+}
+
 // Discovery ids are the name when Home Assistant accepts it, else a stable, distinct form.
 func TestHAObjectID(t *testing.T) {
 	for _, tc := range []struct{ name, want string }{
