@@ -76,7 +76,7 @@ func (m *Main) assemble() []part {
 		parts = append(parts, part{"control page", m.startWeb, m.closeWeb})
 	}
 	if mode != config.ModeDevice {
-		parts = append(parts, part{"network listeners", m.openNetwork, nil})
+		parts = append(parts, part{"network listeners", m.openNetwork, m.closeNetwork})
 	}
 	return parts
 }
@@ -152,6 +152,9 @@ func (m *Main) startBroker(context.Context) error {
 
 		MosquittoRefusalCodes: cfg.Broker.RefusalCodes == config.RefusalMosquitto,
 		Logger:                m.Logger.With("component", "broker"),
+		// With the device's 3 s goodbye, shutdown stays well inside
+		// systemd's TimeoutStopSec=15.
+		ShutdownTimeout: 5 * time.Second,
 	}
 	if cfg.Mode == config.ModeAll {
 		// A network client presenting the device's id would take its
@@ -205,6 +208,12 @@ func (m *Main) openNetwork(context.Context) error {
 	return nil
 }
 
+// closeNetwork stops accepting first, so nobody connects during shutdown.
+func (m *Main) closeNetwork() error {
+	m.broker.CloseNetwork()
+	return nil
+}
+
 func (m *Main) startDevice(ctx context.Context) error {
 	cfg := m.Config
 	devLog := m.Logger.With("component", "device")
@@ -215,7 +224,7 @@ func (m *Main) startDevice(ctx context.Context) error {
 		StatusTopic: cfg.Device.StatusTopic,
 		Logger:      devLog,
 		Hints: device.Hints{
-			Credentials: "--username and --password (or env PIMQTT_PASSWORD; in the config file device.username and device.password_file)",
+			Credentials: "--username and --password (or env PIMQTT_PASSWORD, or --device-password-file; in the config file device.username and device.password_file)",
 			ClientID:    "--client-id (device.client_id)",
 		},
 	}
@@ -280,7 +289,7 @@ func (m *Main) netDialer() (device.DialFunc, error) {
 // closeDevice says goodbye first, so the device's "Off" status still
 // reaches the broker.
 func (m *Main) closeDevice() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := m.device.Close(ctx); err != nil {
 		// The broker is gone or slow: it will publish the device's will
@@ -418,11 +427,13 @@ func (m *Main) closeLines() error {
 		}
 		errs = append(errs, line.Close())
 	}
+	outputs, inputs := len(m.outputs), len(m.inputs)
 	m.outputs = nil
 	for _, in := range m.inputs {
 		errs = append(errs, in.Close())
 	}
 	m.inputs = nil
+	m.Logger.Info("lines released; outputs left at 0", "outputs", outputs, "inputs", inputs)
 	if m.store != nil {
 		errs = append(errs, m.store.Close())
 		m.store = nil
