@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -26,6 +27,8 @@ type Config struct {
 	HTTP   HTTP   `toml:"http"`
 	// HomeAssistant is MQTT discovery for Home Assistant.
 	HomeAssistant HomeAssistant `toml:"homeassistant"`
+	// Storage is what survives a restart: [storage].
+	Storage Storage `toml:"storage"`
 	// Outputs and Inputs are the named lines ([[output]], [[input]]; the
 	// --output and --input flags), with topics under Device.Prefix.
 	Outputs []Output `toml:"output,omitempty"`
@@ -198,6 +201,33 @@ type HomeAssistant struct {
 	PerComponent bool `toml:"per_component"`
 }
 
+// Storage is the [storage] table: what survives a restart, kill -9 and a
+// power cut.
+type Storage struct {
+	// Persistence keeps retained messages and persistent sessions (MQTT
+	// 3.1.1 clean session false, MQTT 5 session expiry > 0) with their
+	// subscriptions and queued QoS 1/2 messages in File. Left at its
+	// default (true, not given), it is on when the data directory exists
+	// and can be written; given as true, pimqtt creates the directory;
+	// false keeps everything in memory.
+	Persistence bool `toml:"persistence"`
+	// File is the store; "" = DATA_DIR/pimqtt.db (device.data_dir).
+	File string `toml:"file"`
+	// QueueExpiry drops a message queued for a disconnected persistent
+	// session once it is older than this; 0 keeps it as long as the
+	// session (broker.limits.max_session_expiry).
+	QueueExpiry Duration `toml:"queue_expiry"`
+}
+
+// StoreFile is the store's path: storage.file, else pimqtt.db in the data
+// directory.
+func (c Config) StoreFile() string {
+	if c.Storage.File != "" {
+		return c.Storage.File
+	}
+	return filepath.Join(c.Device.DataDir, "pimqtt.db")
+}
+
 // Output is one [[output]]: a line the device drives, with the meaning of
 // an --output NAME=LINE[,active-low][,initial=off|on|restore] flag.
 type Output struct {
@@ -286,6 +316,7 @@ func Default() Config {
 		},
 		HTTP:          HTTP{Listen: []string{":8080"}, HTTPSListen: []string{":8443"}},
 		HomeAssistant: HomeAssistant{Prefix: "homeassistant"},
+		Storage:       Storage{Persistence: true},
 	}
 }
 

@@ -78,7 +78,11 @@
 //	bind_interface, mount_point,   error: ignoring them would expose more than
 //	use_username_as_clientid       mosquitto does
 //	acl_file                       broker.acl_file
-//	persistence*, autosave_*       notice: not supported yet, ignored
+//	persistence true|false         storage.persistence (true: a notice that what
+//	                               mosquitto saved is not imported)
+//	persistence_location DIR       storage.file = "DIR/pimqtt.db": pimqtt's own
+//	                               store, never mosquitto's file
+//	persistence_file, autosave_*   notice: ignored (pimqtt writes each change)
 //	connection (bridges)           notice: not supported yet, ignored with the
 //	                               bridge's settings
 //	log_*, pid_file, user,         notice: ignored (pimqtt logs to standard error

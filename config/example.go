@@ -159,6 +159,18 @@ prefix = "homeassistant"
 # One config per entity, for Home Assistant before 2024.11.
 per_component = false
 
+[storage]
+# Keep retained messages and persistent sessions (MQTT 3.1.1 clean session
+# false, MQTT 5 session expiry > 0) with their subscriptions and queued QoS 1/2
+# messages across restarts, kill -9 and power cuts. Not given: on when the data
+# directory exists and can be written; true: also creates it; false: memory only.
+persistence = true
+# The store; "" is pimqtt.db in [device] data_dir.
+file = ""
+# Drop a message queued for a disconnected persistent session once it is older
+# than this; "0s" keeps it as long as the session (max_session_expiry).
+queue_expiry = "0s"
+
 # Named outputs: commands on PREFIX/NAME, level retained on PREFIX/NAME/state.
 # The same as --output NAME=LINE[,active-low][,initial=off|on|restore].
 # initial: "off", "on", or "restore" (the last commanded level).

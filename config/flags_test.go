@@ -78,6 +78,8 @@ url = "http://file:1/"
 [homeassistant]
 discovery = true
 prefix = "fileha"
+[storage]
+persistence = false
 `)
 	tests := []struct {
 		flag, value string
@@ -117,6 +119,7 @@ prefix = "fileha"
 		{"gpio", "sim:flag", func(c Config) any { return c.Device.GPIO }, "sim:file", "sim:flag"},
 		{"prefix", "flag", func(c Config) any { return c.Device.Prefix }, "file", "flag"},
 		{"data-dir", "/flag", func(c Config) any { return c.Device.DataDir }, "/file", "/flag"},
+		{"persistence", "true", func(c Config) any { return c.Storage.Persistence }, false, true},
 		{"broker", "tcp://flag:1", func(c Config) any { return c.BrokerURL() }, "tcp://file:1", "tcp://flag:1"},
 	}
 	// The device's password comes from the environment, so that device
@@ -130,7 +133,7 @@ prefix = "fileha"
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := tt.get(def); reflect.DeepEqual(got, tt.file) || tt.flag != "allow-anonymous" && tt.flag != "ha-discovery" && reflect.DeepEqual(got, tt.flagV) {
+			if got := tt.get(def); reflect.DeepEqual(got, tt.file) || tt.flag != "allow-anonymous" && tt.flag != "ha-discovery" && tt.flag != "persistence" && reflect.DeepEqual(got, tt.flagV) {
 				t.Fatalf("the default %v equals a test value: pick others", got)
 			}
 			fromFile, err := resolve(t, env, "--config", file)
@@ -177,7 +180,7 @@ func TestFlagDefaultsAndHelp(t *testing.T) {
 		"acl-file": "", "tls-cert": "", "tls-key": "", "tls-client-ca": "", "ca-file": "",
 		"tls-listen": "[]", "wss-listen": "[]", "ws-origin": "[]",
 		"ha-discovery": "false", "ha-prefix": "homeassistant", "telemetry-interval": "30s", "http-url": "",
-		"http-listen": "[:8080]", "https-listen": "[:8443]",
+		"http-listen": "[:8080]", "https-listen": "[:8443]", "persistence": "true",
 	}
 	fs.VisitAll(func(f *pflag.Flag) {
 		w, ok := want[f.Name]

@@ -36,7 +36,8 @@ func (n Notice) String() string {
 // clients less safely than mosquitto would (TLS, plugins) are errors. The
 // mapping is the table in the package documentation.
 func ImportMosquitto(path string) (Broker, []Notice, error) {
-	return importMosquitto(path, Default().Broker, &origins{})
+	st := Default().Storage
+	return importMosquitto(path, Default().Broker, &st, &origins{})
 }
 
 // mosqLine is one setting of a mosquitto.conf.
@@ -142,11 +143,9 @@ var (
 		"use_username_as_clientid":       "not supported yet: a client could take over another user's session by its client id",
 	}
 	mosqIgnored = map[string]string{
-		"persistence":                "not supported yet, ignored: retained messages and sessions do not survive a restart",
-		"persistence_file":           "not supported yet, ignored",
-		"persistence_location":       "not supported yet, ignored",
-		"autosave_interval":          "not supported yet, ignored",
-		"autosave_on_changes":        "not supported yet, ignored",
+		"persistence_file":           "ignored: pimqtt keeps its own store, pimqtt.db in persistence_location (storage.file); mosquitto's file is neither read nor written",
+		"autosave_interval":          "ignored: pimqtt writes each change as it happens",
+		"autosave_on_changes":        "ignored: pimqtt writes each change as it happens",
 		"max_inflight_bytes":         "not supported, ignored (pimqtt bounds messages: max_inflight)",
 		"max_queued_bytes":           "not supported, ignored (pimqtt bounds messages: max_queued)",
 		"memory_limit":               "not supported, ignored",
@@ -274,9 +273,9 @@ func upper(c byte) byte {
 	return c
 }
 
-// importMosquitto applies a mosquitto.conf to base, recording in o where
-// each value came from.
-func importMosquitto(path string, base Broker, o *origins) (Broker, []Notice, error) {
+// importMosquitto applies a mosquitto.conf to base, and its persistence
+// settings to st, recording in o where each value came from.
+func importMosquitto(path string, base Broker, st *Storage, o *origins) (Broker, []Notice, error) {
 	var notices []Notice
 	lines, err := readMosquitto(path, 0, &notices)
 	if err != nil {
@@ -493,6 +492,23 @@ func importMosquitto(path string, base Broker, o *origins) (Broker, []Notice, er
 			}
 			limits.MaxSessionExpiry = Duration(d)
 			o.set("broker.limits.max_session_expiry", origin{file: l.file, line: l.line, name: l.key})
+		case l.key == "persistence":
+			if v, ok := setBool(l); ok {
+				st.Persistence = v
+				o.set("storage.persistence", origin{file: l.file, line: l.line, name: l.key})
+				if v {
+					notice(l, "true: pimqtt keeps retained messages and persistent sessions in its own store (storage.file); what mosquitto saved is not imported")
+				}
+			}
+		case l.key == "persistence_location":
+			if l.args == "" {
+				fail(l.fail("empty: want a directory"))
+				continue
+			}
+			// Never mosquitto's own file: pimqtt's format is not
+			// mosquitto's, and a mosquitto started again would read it.
+			st.File = filepath.Join(l.args, "pimqtt.db")
+			o.set("storage.file", origin{file: l.file, line: l.line, name: l.key})
 		case l.key == "connection":
 			bridge = l.args
 			notice(l, "bridges are not supported yet, ignored with their settings")

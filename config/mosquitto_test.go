@@ -44,8 +44,7 @@ func TestImportDebianDefault(t *testing.T) {
 	f := "testdata/debian-mosquitto.conf"
 	wantNotices := []string{
 		f + ":6: pid_file: ignored: pimqtt writes no pid file",
-		f + ":8: persistence: not supported yet, ignored: retained messages and sessions do not survive a restart",
-		f + ":9: persistence_location: not supported yet, ignored",
+		f + ":8: persistence: true: pimqtt keeps retained messages and persistent sessions in its own store (storage.file); what mosquitto saved is not imported",
 		f + ":11: log_dest: ignored: pimqtt logs to standard error ([log] level)",
 		f + ": listener: none: mosquitto 2.0's local only mode, imported as 127.0.0.1:1883 and [::1]:1883 with anonymous clients allowed",
 	}
@@ -327,3 +326,59 @@ func TestMosquittoLayer(t *testing.T) {
 }
 
 func slicesSort(names []string) { slices.SortFunc(names, mosquittoOrder) }
+
+// TestImportPersistence: persistence and persistence_location become
+// [storage] keys (pimqtt's own file in that directory, never mosquitto's);
+// a mosquitto.conf silent about them keeps pimqtt's default; the TOML
+// file's [storage] keys win over the import.
+func TestImportPersistence(t *testing.T) {
+	for _, tt := range []struct {
+		name, conf, toml string
+		want             Storage
+		set              bool // storage.persistence given (not the default)
+		notice, err      string
+	}{
+		{name: "on, with a location", conf: "persistence true\npersistence_location /var/lib/mosquitto/\n",
+			want: Storage{Persistence: true, File: "/var/lib/mosquitto/pimqtt.db"}, set: true, notice: "what mosquitto saved is not imported"},
+		{name: "off", conf: "persistence false\n", want: Storage{Persistence: false}, set: true},
+		{name: "silent", conf: "listener 1883\n", want: Default().Storage},
+		{name: "file and autosave ignored", conf: "persistence_file m.db\nautosave_interval 60\n", want: Default().Storage,
+			notice: "persistence_file: ignored: pimqtt keeps its own store"},
+		{name: "the TOML file wins", conf: "persistence false\npersistence_location /m\n", toml: "[storage]\npersistence = true\n",
+			want: Storage{Persistence: true, File: "/m/pimqtt.db"}, set: true},
+		{name: "empty location", conf: "persistence_location\n", err: `2: key "persistence_location": empty: want a directory`},
+		{name: "bad bool", conf: "persistence yes\n", err: `2: key "persistence": "yes": want true or false`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mosq := writeFile(t, "mosquitto.conf", "allow_anonymous true\n"+tt.conf)
+			cfg, err := Load(writeFile(t, "pimqtt.toml", "mosquitto_config = \""+mosq+"\"\n"+tt.toml))
+			if tt.err != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), mosq+":"+tt.err) {
+					t.Fatalf("err = %v, want %s:%s", err, mosq, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Storage != tt.want || cfg.IsSet("storage.persistence") != tt.set {
+				t.Errorf("storage %+v (given: %v), want %+v (given: %v)", cfg.Storage, cfg.IsSet("storage.persistence"), tt.want, tt.set)
+			}
+			if tt.notice != "" && !slices.ContainsFunc(cfg.Notices(), func(n Notice) bool { return strings.Contains(n.String(), tt.notice) }) {
+				t.Errorf("notices %v lack %q", cfg.Notices(), tt.notice)
+			}
+		})
+	}
+}
+
+// TestStoreFile: storage.file, else pimqtt.db in the data directory.
+func TestStoreFile(t *testing.T) {
+	c := Default()
+	if got, want := c.StoreFile(), filepath.Join("/var/lib/pimqtt", "pimqtt.db"); got != want {
+		t.Errorf("default %q, want %q", got, want)
+	}
+	c.Storage.File = "/srv/x.db"
+	if got := c.StoreFile(); got != "/srv/x.db" {
+		t.Errorf("with storage.file: %q", got)
+	}
+}

@@ -72,6 +72,9 @@ func (c Config) validate() error {
 	if c.Device.TelemetryInterval < 0 || (c.Device.TelemetryInterval > 0 && c.Device.TelemetryInterval.D() < time.Second) {
 		bad("device.telemetry_interval", "%v: want 0 (off) or at least 1s", c.Device.TelemetryInterval)
 	}
+	if c.Storage.QueueExpiry < 0 {
+		bad("storage.queue_expiry", "%v: want 0 (messages kept as long as their session) or more", c.Storage.QueueExpiry)
+	}
 	if (c.Broker.TLS.CertFile == "") != (c.Broker.TLS.KeyFile == "") {
 		bad("broker.tls.cert_file", "the certificate and its key go together: set both cert_file and key_file (--tls-cert, --tls-key)")
 	}
