@@ -213,3 +213,32 @@ func TestFullDisk(t *testing.T) {
 	}
 	noneSetAside(t, dir)
 }
+
+// TestOnlyIfWritable: persistence nobody asked for is given up, without
+// creating anything, when the directory is missing or cannot be written.
+func TestOnlyIfWritable(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "absent", "pimqtt.db")
+	if _, err := Open(Options{Path: missing, OnlyIfWritable: true}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("missing directory: %v, want ErrUnavailable", err)
+	}
+	if _, err := os.Stat(filepath.Dir(missing)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the directory was created (%v)", err)
+	}
+	dir := t.TempDir()
+	if canMount() {
+		mountTmpfs(t, dir, "1m")
+		remount(t, dir, true)
+	} else if err := os.Chmod(dir, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Options{Path: filepath.Join(dir, "pimqtt.db"), OnlyIfWritable: true}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("read-only directory: %v, want ErrUnavailable", err)
+	}
+	st, err := Open(Options{Path: storePath(t), OnlyIfWritable: true})
+	if err != nil {
+		t.Fatalf("writable directory: %v", err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -111,8 +111,17 @@ type Options struct {
 	// store cannot be written; beyond it changes are dropped (and
 	// counted). DefaultMaxPending if 0.
 	MaxPending int
-	Logger     *slog.Logger
+	// OnlyIfWritable is for persistence nobody asked for: Open creates no
+	// directory, and when the file cannot be opened for writing it
+	// returns an error wrapping ErrUnavailable instead of serving from
+	// memory and retrying.
+	OnlyIfWritable bool
+	Logger         *slog.Logger
 }
+
+// ErrUnavailable is what Open returns, wrapped with the cause, when
+// Options.OnlyIfWritable is set and the file cannot be written.
+var ErrUnavailable = errors.New("storage: no writable store")
 
 // Stats counts what the store wrote.
 type Stats struct {
@@ -296,8 +305,10 @@ func boltOptions(readOnly bool) *bolt.Options {
 // if needed.
 func (s *Store) openWritable() (db *bolt.DB, err error) {
 	path := s.opts.Path
-	if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
-		return nil, err
+	if !s.opts.OnlyIfWritable {
+		if err := os.MkdirAll(filepath.Dir(path), dirMode); err != nil {
+			return nil, err
+		}
 	}
 	_, statErr := os.Stat(path)
 	created := errors.Is(statErr, fs.ErrNotExist)
@@ -391,6 +402,8 @@ func (s *Store) openAndLoad() (*bolt.DB, *bootData, error) {
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, nil, fmt.Errorf("storage: %s is in use by another process (another pimqtt with the same data directory?): %w", path, err)
+	case err != nil && unwritable(err) && s.opts.OnlyIfWritable:
+		return nil, nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, path, err)
 	case err != nil && unwritable(err):
 		s.log.Warn("storage: cannot open the store for writing; serving from memory, retrying (nothing changed from now on survives a restart until it can be written)",
 			"file", path, "error", err,
