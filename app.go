@@ -17,6 +17,7 @@ import (
 	"github.com/pimqtt/pimqtt/device"
 	"github.com/pimqtt/pimqtt/gpio"
 	"github.com/pimqtt/pimqtt/state"
+	"github.com/pimqtt/pimqtt/storage"
 	"github.com/pimqtt/pimqtt/telemetry"
 	"github.com/pimqtt/pimqtt/web"
 )
@@ -38,6 +39,7 @@ type Main struct {
 	started int // parts[:started] are running
 
 	broker    *broker.Broker
+	storage   *storage.Store
 	outputs   map[string]gpio.Output
 	inputs    []gpio.Input
 	store     *state.File
@@ -60,9 +62,15 @@ type part struct {
 // the device, and last the network listeners, so that "listening" means
 // the LED obeys. Close runs in reverse: the device says Off while the
 // broker still runs, the lines go to their safe state last.
+//
+// The broker's store of retained messages and persistent sessions comes
+// first and closes last: the broker writes into it until it is closed.
 func (m *Main) assemble() []part {
 	mode := m.Config.Mode
 	var parts []part
+	if mode != config.ModeDevice {
+		parts = append(parts, part{"storage", m.openStorage, m.closeStorage})
+	}
 	if mode != config.ModeBroker {
 		parts = append(parts, part{"lines", m.openLines, m.closeLines})
 	}
@@ -163,6 +171,9 @@ func (m *Main) startBroker(context.Context) error {
 		opts.DeviceClientID = cfg.Device.ClientID
 		opts.DeviceTopics = m.deviceTopics()
 	}
+	if m.storage != nil {
+		opts.Hooks = append(opts.Hooks, m.storage)
+	}
 	if m.broker, err = broker.New(opts); err != nil {
 		return withPortHint(err)
 	}
@@ -200,6 +211,55 @@ func (m *Main) deviceTopics() []string {
 func (m *Main) closeBroker() error {
 	err := m.broker.Close()
 	m.broker = nil
+	return err
+}
+
+// openStorage opens the store of retained messages and persistent
+// sessions ([storage]). Left at its default, persistence is on only when
+// the data directory exists and can be written; asked for, a store that
+// cannot be written is logged and the broker serves from memory, writing
+// once it can (see package storage).
+func (m *Main) openStorage(context.Context) error {
+	cfg := m.Config
+	log := m.Logger.With("component", "storage")
+	if !cfg.Storage.Persistence {
+		log.Info("persistence off: retained messages and persistent sessions are kept in memory only")
+		return nil
+	}
+	opts := storage.Options{
+		Path:           cfg.StoreFile(),
+		QueueExpiry:    cfg.Storage.QueueExpiry.D(),
+		OnlyIfWritable: !cfg.IsSet("storage.persistence") && !cfg.IsSet("storage.file"),
+		Logger:         log,
+	}
+	if cfg.Mode == config.ModeAll {
+		// The device publishes its retained status, state and telemetry
+		// again whenever it starts: storing them would only wear the SD
+		// card every telemetry interval.
+		opts.VolatileClients = []string{cfg.Device.ClientID}
+	}
+	st, err := storage.Open(opts)
+	switch {
+	case errors.Is(err, storage.ErrUnavailable):
+		log.Info("persistence off: the data directory does not exist or cannot be written; retained messages and persistent sessions are kept in memory only",
+			"reason", err, "hint", "create "+filepath.Dir(opts.Path)+" (systemd: StateDirectory=pimqtt), or set storage.persistence = true (--persistence) to have pimqtt create it")
+		return nil
+	case err != nil:
+		return cfg.Wrap("storage.file", err)
+	}
+	m.storage = st
+	log.Info("persistence on: retained messages and persistent sessions survive restarts", "file", opts.Path)
+	return nil
+}
+
+// closeStorage writes what is left (the broker's close already did, when
+// it returned in time) and closes the file.
+func (m *Main) closeStorage() error {
+	if m.storage == nil {
+		return nil
+	}
+	err := m.storage.Close()
+	m.storage = nil
 	return err
 }
 
