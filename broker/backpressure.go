@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"reflect"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -128,6 +129,9 @@ type clientFlow struct {
 	publishes     uint64
 	inHand        string
 	inHandCreated int64
+	// picks are the shared subscription members chosen for the message
+	// in hand (see targets).
+	picks map[string]string
 }
 
 // errTooSlow is why a client that cannot keep up is disconnected.
@@ -351,8 +355,8 @@ func (h *flowControl) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	// (a failed PUBACK write, a hook that refused it).
 	pub.release()
 	defer pub.handing(pk)
-	targets, joining := h.targets(cl, pk.TopicName)
-	if len(targets) == 0 && len(joining) == 0 {
+	targets, joining, groups := h.targets(cl, pk.TopicName)
+	if len(targets) == 0 && len(joining) == 0 && len(groups) == 0 {
 		return pk, nil
 	}
 	w := waiter{pub: pub}
@@ -362,9 +366,25 @@ func (h *flowControl) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		}
 	}
 	for _, t := range targets {
-		if !h.reserve(&w, t) {
-			h.evict(t, "its window stayed full", "window", h.limit(t), "waited", h.stall.String())
+		if t, ok := h.reserve(&w, []*clientFlow{t}); !ok {
+			h.evict(t, "its window stayed full", "window", h.window, "waited", h.stall.String())
 		}
+	}
+	if len(groups) > 0 {
+		picks := make(map[string]string, len(groups))
+		for _, g := range groups {
+			picks[g.filter] = g.fallback
+			t, ok := h.reserve(&w, g.members)
+			if t != nil {
+				picks[g.filter] = t.cl.ID
+			}
+			if !ok {
+				h.evict(t, "its window stayed full, and those of the other members of its shared subscription", "window", h.window, "waited", h.stall.String())
+			}
+		}
+		pub.mu.Lock()
+		pub.picks = picks
+		pub.mu.Unlock()
 	}
 	w.end()
 	pub.arm(h)
@@ -415,10 +435,10 @@ func (h *flowControl) wake(cl *mqtt.Client) {
 }
 
 // targets are the flows of the connected clients other than the
-// publisher that get a message on topic at QoS 1 or 2 (for a shared
-// subscription, the member OnSelectSubscribers will choose), and those
-// of such clients that are still connecting or resuming.
-func (h *flowControl) targets(publisher *mqtt.Client, topic string) (flows []*clientFlow, joining []*mqtt.Client) {
+// publisher that get a message on topic at QoS 1 or 2, those of such
+// clients that are still connecting or resuming, and the shared
+// subscriptions that get it.
+func (h *flowControl) targets(publisher *mqtt.Client, topic string) (flows []*clientFlow, joining []*mqtt.Client, groups []sharedGroup) {
 	subs := h.server.Topics.Subscribers(topic)
 	for id, sub := range subs.Subscriptions {
 		if id == publisher.ID || sub.Qos == 0 {
@@ -438,13 +458,33 @@ func (h *flowControl) targets(publisher *mqtt.Client, topic string) (flows []*cl
 			joining = append(joining, cl)
 		}
 	}
-	for _, group := range subs.Shared {
-		id, f := h.leastLoaded(group)
-		if f != nil && id != publisher.ID && group[id].Qos > 0 {
-			flows = append(flows, f)
+	for filter, group := range subs.Shared {
+		g := sharedGroup{filter: filter}
+		for id, sub := range group {
+			if g.fallback == "" || id < g.fallback {
+				g.fallback = id
+			}
+			if id == publisher.ID || sub.Qos == 0 {
+				continue
+			}
+			if f, _ := h.flowByID(id); f != nil {
+				g.members = append(g.members, f)
+			}
 		}
+		groups = append(groups, g)
 	}
-	return flows, joining
+	return flows, joining, groups
+}
+
+// sharedGroup is a shared subscription a message goes to: one member
+// gets it.
+type sharedGroup struct {
+	filter string
+	// members are the connected members a publisher can wait for.
+	members []*clientFlow
+	// fallback gets the message if no member is connected: its session
+	// keeps it.
+	fallback string
 }
 
 // join waits, within the publish's bound, until a client that is
@@ -479,15 +519,25 @@ func (h *flowControl) join(w *waiter, cl *mqtt.Client) *clientFlow {
 }
 
 // OnSelectSubscribers gives each message for a shared subscription to the
-// connected member of its group with the fewest unacknowledged messages
-// (Mochi picks one at random, which may be one whose window is full).
-func (h *flowControl) OnSelectSubscribers(subs *mqtt.Subscribers, _ packets.Packet) *mqtt.Subscribers {
+// member of its group its publisher made room with (see OnPublish), else
+// to the connected member with the fewest unacknowledged messages. Mochi
+// picks one at random, which may be one whose window is full.
+func (h *flowControl) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *mqtt.Subscribers {
 	if len(subs.Shared) == 0 {
 		return subs
 	}
+	var picks map[string]string
+	if pub := h.publisherOf(pk); pub != nil {
+		pub.mu.Lock()
+		picks = pub.picks
+		pub.mu.Unlock()
+	}
 	subs.SharedSelected = make(map[string]packets.Subscription, len(subs.Shared))
-	for _, group := range subs.Shared {
-		id, _ := h.leastLoaded(group)
+	for filter, group := range subs.Shared {
+		id, ok := picks[filter]
+		if _, member := group[id]; !ok || !member {
+			id = h.leastLoaded(group)
+		}
 		if id == "" {
 			continue
 		}
@@ -500,13 +550,12 @@ func (h *flowControl) OnSelectSubscribers(subs *mqtt.Subscribers, _ packets.Pack
 	return subs
 }
 
-// leastLoaded picks the member of a shared subscription group to send to:
-// the connected one with the most room, else any (its session keeps the
-// message).
-func (h *flowControl) leastLoaded(group map[string]packets.Subscription) (string, *clientFlow) {
+// leastLoaded is the connected member of a shared subscription group with
+// the fewest unacknowledged messages, else any member (its session keeps
+// the message).
+func (h *flowControl) leastLoaded(group map[string]packets.Subscription) string {
 	var bestID string
-	var best *clientFlow
-	bestLoad := 0
+	bestLoad := -1
 	for id := range group {
 		if bestID == "" {
 			bestID = id
@@ -515,15 +564,19 @@ func (h *flowControl) leastLoaded(group map[string]packets.Subscription) (string
 		if f == nil {
 			continue
 		}
-		f.mu.Lock()
-		load := f.cl.State.Inflight.Len() + f.reserved
-		gone := f.gone
-		f.mu.Unlock()
-		if !gone && (best == nil || load < bestLoad) {
-			bestID, best, bestLoad = id, f, load
+		if load, ok := f.load(); ok && (bestLoad < 0 || load < bestLoad) {
+			bestID, bestLoad = id, load
 		}
 	}
-	return bestID, best
+	return bestID
+}
+
+// load is how many unacknowledged messages f has, with the places
+// reserved for publishers; false once it is gone.
+func (f *clientFlow) load() (int, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cl.State.Inflight.Len() + f.reserved, !f.gone && !f.cl.Closed()
 }
 
 // limit is how many unacknowledged messages t may have before publishers
@@ -577,36 +630,99 @@ func (w *waiter) end() {
 	w.pub.mu.Unlock()
 }
 
-// reserve takes a place in t's window for w's publisher, waiting for
-// one until the publish's bound. It reports false at the bound.
-func (h *flowControl) reserve(w *waiter, t *clientFlow) bool {
+// reserve takes a place for w's publisher in the window of one of the
+// candidates, the one with the most room, waiting for one until the
+// publish's bound. A candidate that is gone needs no place; if all are,
+// it returns nil. At the bound it returns the candidate with the most
+// room and false.
+func (h *flowControl) reserve(w *waiter, candidates []*clientFlow) (*clientFlow, bool) {
 	for {
-		t.mu.Lock()
-		if t.gone || t.cl.Closed() {
+		var best *clientFlow
+		bestRoom := 0
+		for _, t := range candidates {
+			t.mu.Lock()
+			if !t.gone && !t.cl.Closed() {
+				if room := h.limit(t) - t.cl.State.Inflight.Len() - t.reserved; best == nil || room > bestRoom {
+					best, bestRoom = t, room
+				}
+			}
 			t.mu.Unlock()
-			return true
 		}
-		if t.cl.State.Inflight.Len()+t.reserved < h.limit(t) {
-			t.reserved++
-			t.mu.Unlock()
+		if best == nil {
+			return nil, true
+		}
+		if best.take(h) {
 			w.pub.mu.Lock()
-			w.pub.held = append(w.pub.held, t)
+			w.pub.held = append(w.pub.held, best)
 			w.pub.mu.Unlock()
-			return true
+			return best, true
 		}
-		if t.changed == nil {
-			t.changed = make(chan struct{})
+		// No room anywhere: wait until a candidate changes, or for the
+		// next look, or the bound.
+		var changed []chan struct{}
+		for _, t := range candidates {
+			t.mu.Lock()
+			if t.changed == nil {
+				t.changed = make(chan struct{})
+			}
+			changed = append(changed, t.changed)
+			t.mu.Unlock()
 		}
-		changed := t.changed
-		t.mu.Unlock()
+		if bestRoom > 0 {
+			continue // room came and went between the looks
+		}
 		w.start(h)
-		select {
-		case <-changed:
-		case <-w.recheck.C:
-		case <-w.expired:
-			return false
+		if waitAny(changed, w.recheck.C, w.expired) == waitExpired {
+			return best, false
 		}
 	}
+}
+
+// take reserves a place in t's window if it has room.
+func (t *clientFlow) take(h *flowControl) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.gone || h.limit(t)-t.cl.State.Inflight.Len()-t.reserved <= 0 {
+		return false
+	}
+	t.reserved++
+	return true
+}
+
+// Outcomes of waitAny.
+const (
+	waitChanged = iota
+	waitRecheck
+	waitExpired
+)
+
+// waitAny waits until one of changed is closed, recheck ticks or expired
+// is closed.
+func waitAny(changed []chan struct{}, recheck <-chan time.Time, expired <-chan struct{}) int {
+	if len(changed) == 1 {
+		select {
+		case <-changed[0]:
+			return waitChanged
+		case <-recheck:
+			return waitRecheck
+		case <-expired:
+			return waitExpired
+		}
+	}
+	// A shared subscription's members: any of them may make room.
+	cases := make([]reflect.SelectCase, 0, len(changed)+2)
+	cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(expired)},
+		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(recheck)})
+	for _, c := range changed {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c)})
+	}
+	switch i, _, _ := reflect.Select(cases); i {
+	case 0:
+		return waitExpired
+	case 1:
+		return waitRecheck
+	}
+	return waitChanged
 }
 
 // signalLocked wakes whoever waits for f; f.mu is held.
@@ -628,6 +744,7 @@ func (f *clientFlow) release() {
 	}
 	wasPublishing := f.publishing
 	f.publishing = false
+	f.picks = nil
 	f.mu.Unlock()
 	for _, t := range held {
 		t.mu.Lock()
@@ -754,13 +871,19 @@ func (h *flowControl) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 
 // live reports whether pk is a message its publisher is handing to the
 // sessions now, rather than one the broker sends on its own.
-func (h *flowControl) live(pk packets.Packet) bool {
-	pub, ok := h.server.Clients.Get(pk.Origin)
+func (h *flowControl) live(pk packets.Packet) bool { return h.publisherOf(pk) != nil }
+
+// publisherOf is the flow of the client handing pk to the sessions now,
+// if any.
+func (h *flowControl) publisherOf(pk packets.Packet) *clientFlow {
+	cl, ok := h.server.Clients.Get(pk.Origin)
 	if !ok {
-		return false
+		return nil
 	}
-	f := h.flowOf(pub)
-	return f != nil && f.hands(pk)
+	if f := h.flowOf(cl); f != nil && f.hands(pk) {
+		return f
+	}
+	return nil
 }
 
 // queuedCopy finds the copy of pk Mochi has just put in cl's session for

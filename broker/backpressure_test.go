@@ -495,3 +495,41 @@ func (s *recordingStore) String() string {
 	defer s.mu.Unlock()
 	return s.log.String()
 }
+
+// TestSharedSubscriptionPicksRoom: a shared subscription whose members
+// are one client that acknowledges nothing and one that keeps up. Each
+// message goes to the member with room in its window (Mochi picks one at
+// random), so the publisher is never held and nobody is disconnected.
+func TestSharedSubscriptionPicksRoom(t *testing.T) {
+	limits := DefaultLimits()
+	limits.MaxInflight = 8
+	limits.SlowClientTimeout = 2 * time.Second
+	b, _ := startTestBroker(t, Options{Listeners: []ListenerConfig{{Kind: TCP, Addr: "127.0.0.1:0"}}, AllowAnonymous: true, Limits: limits})
+	addr := listenerAddr(t, b, TCP)
+	persistentSubscriber(t, addr, "stuck-member", "$share/workers/jobs/#")
+	var received atomic.Int64
+	fast, err := connectTCP(t, addr, "fast-member")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok := fast.Subscribe("$share/workers/jobs/#", 1, func(paho.Client, paho.Message) { received.Add(1) }); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	pub, err := connectTCP(t, addr, "dispatcher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	took := publishQoS1(t, pub, "jobs/x", messages("j", 0, n))
+	stuck, _ := b.server.Clients.Get("stuck-member")
+	waitFor(t, 10*time.Second, "every job with a member", func() bool {
+		return received.Load()+int64(stuck.State.Inflight.Len()) == n
+	})
+	t.Logf("%d jobs in %v: %d to the fast member, %d waiting with the stuck one", n, took, received.Load(), stuck.State.Inflight.Len())
+	if took > limits.SlowClientTimeout {
+		t.Errorf("publishing took %v: the publisher was held for the stuck member", took)
+	}
+	if d := b.Dropped(); d != (Drops{}) {
+		t.Errorf("drops %+v, want none", d)
+	}
+}
