@@ -498,8 +498,9 @@ func (s *recordingStore) String() string {
 
 // TestSharedSubscriptionPicksRoom: a shared subscription whose members
 // are one client that acknowledges nothing and one that keeps up. Each
-// message goes to the member with room in its window (Mochi picks one at
-// random), so the publisher is never held and nobody is disconnected.
+// message goes to a member with room in its window (Mochi picks one at
+// random: half the jobs would wait with the stuck member), so the
+// publisher is never held and nobody is disconnected.
 func TestSharedSubscriptionPicksRoom(t *testing.T) {
 	limits := DefaultLimits()
 	limits.MaxInflight = 8
@@ -528,6 +529,9 @@ func TestSharedSubscriptionPicksRoom(t *testing.T) {
 	t.Logf("%d jobs in %v: %d to the fast member, %d waiting with the stuck one", n, took, received.Load(), stuck.State.Inflight.Len())
 	if took > limits.SlowClientTimeout {
 		t.Errorf("publishing took %v: the publisher was held for the stuck member", took)
+	}
+	if n := stuck.State.Inflight.Len(); n > int(limits.MaxInflight) {
+		t.Errorf("%d jobs wait with the stuck member, more than its window of %d", n, limits.MaxInflight)
 	}
 	if d := b.Dropped(); d != (Drops{}) {
 		t.Errorf("drops %+v, want none", d)
