@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"reflect"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -936,6 +937,17 @@ func (h *flowControl) drops() Drops {
 	}
 }
 
+// publishSys publishes the counts beside Mochi's $SYS topics, not
+// retained (Mochi's are retained but never reach a storage hook; these
+// would), so a subscriber has them within reportInterval.
+func (h *flowControl) publishSys(d Drops) {
+	for topic, n := range map[string]int64{sysSessionFull: d.SessionFull, sysSlowClients: d.SlowClients} {
+		if err := h.server.Publish(topic, []byte(strconv.FormatInt(n, 10)), false, 0); err != nil {
+			h.log.Debug("could not publish a $SYS count", "topic", topic, "error", err)
+		}
+	}
+}
+
 // sweep forgets the flows of clients closed for longer than any wait can
 // last whose OnDisconnect never came (a connection whose goroutine
 // panicked, see connGuard), and the clients that failed while resuming.
@@ -964,11 +976,20 @@ func (h *flowControl) sweep(now time.Time) {
 	}
 }
 
-// report logs the messages dropped since the last report, if any, and
-// sweeps stale flows; the broker calls it every reportInterval.
+// $SYS topics of the counts Mochi does not publish; Mochi's
+// $SYS/broker/messages/dropped is Drops.QueueFull.
+const (
+	sysSessionFull = "$SYS/broker/messages/dropped/session_full"
+	sysSlowClients = "$SYS/broker/clients/disconnected_slow"
+)
+
+// report logs the messages dropped since the last report, if any,
+// publishes the counts on $SYS, and sweeps stale flows; the broker calls
+// it every reportInterval.
 func (h *flowControl) report() {
 	h.sweep(time.Now())
 	d := h.drops()
+	h.publishSys(d)
 	queue, session := d.QueueFull-h.reported.QueueFull, d.SessionFull-h.reported.SessionFull
 	h.reported = d
 	if queue > 0 || session > 0 {

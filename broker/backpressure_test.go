@@ -537,3 +537,30 @@ func TestSharedSubscriptionPicksRoom(t *testing.T) {
 		t.Errorf("drops %+v, want none", d)
 	}
 }
+
+// TestDropsOnSys: the counts Mochi has no $SYS topic for are published
+// beside its own, each report.
+func TestDropsOnSys(t *testing.T) {
+	b, _ := startTestBroker(t, Options{Listeners: []ListenerConfig{{Kind: TCP, Addr: "127.0.0.1:0"}}, AllowAnonymous: true})
+	c, err := connectTCP(t, listenerAddr(t, b, TCP), "sys-reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	for _, topic := range []string{sysSessionFull, sysSlowClients, "$SYS/broker/messages/dropped"} {
+		if tok := c.Subscribe(topic, 0, func(_ paho.Client, m paho.Message) { got <- m.Topic() + " " + string(m.Payload()) }); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("subscribe %s: %v", topic, tok.Error())
+		}
+	}
+	b.flow.evicted.Add(2)
+	b.flow.report()
+	want := map[string]bool{sysSessionFull + " 0": true, sysSlowClients + " 2": true, "$SYS/broker/messages/dropped 0": true}
+	for len(want) > 0 {
+		select {
+		case m := <-got:
+			delete(want, m)
+		case <-time.After(replyTimeout):
+			t.Fatalf("not received: %v", want)
+		}
+	}
+}
