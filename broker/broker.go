@@ -243,11 +243,6 @@ func New(opts Options) (*Broker, error) {
 	if err := b.server.AddHook(&logHook{log: opts.Logger}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add log hook: %w", err)
 	}
-	b.flow = newFlowControl(b.server, opts.Limits, opts.Hooks,
-		counter("client disconnected: cannot keep up with the messages for it", "disconnected", "from"), opts.Logger)
-	if err := b.server.AddHook(b.flow, nil); err != nil {
-		return nil, fmt.Errorf("broker: add flow control hook: %w", err)
-	}
 	for _, h := range opts.Hooks {
 		// Mochi allows a client or a topic when any hook allows it, so an
 		// extra hook answering these would open what the auth hook closed.
@@ -257,6 +252,13 @@ func New(opts Options) (*Broker, error) {
 		if err := b.server.AddHook(h, nil); err != nil {
 			return nil, fmt.Errorf("broker: add hook %s: %w", h.ID(), err)
 		}
+	}
+	// Last, so that it holds a publisher only for a message no hook
+	// refused, as the other hooks will see it.
+	b.flow = newFlowControl(b.server, opts.Limits, opts.Hooks,
+		counter("client disconnected: cannot keep up with the messages for it", "disconnected", "from"), opts.Logger)
+	if err := b.server.AddHook(b.flow, nil); err != nil {
+		return nil, fmt.Errorf("broker: add flow control hook: %w", err)
 	}
 
 	var bound []net.Listener
