@@ -59,6 +59,13 @@ type memAddr struct{}
 func (memAddr) Network() string { return "inmem" }
 func (memAddr) String() string  { return "in-process" }
 
+// memConn is one end of an in-process connection: both ends are named
+// "in-process" (a socket pair has no addresses, and Mochi logs them).
+type memConn struct{ net.Conn }
+
+func (memConn) LocalAddr() net.Addr  { return memAddr{} }
+func (memConn) RemoteAddr() net.Addr { return memAddr{} }
+
 // memListener lets the in-process device reach the broker without opening
 // a port, so all-in-one mode needs neither a free port nor a password on
 // disk.
@@ -66,10 +73,13 @@ type memListener struct{ *connQueue }
 
 func newMemListener() *memListener { return &memListener{newConnQueue(memAddr{})} }
 
-// dial returns the client end of a new pipe whose server end is accepted
-// by the broker.
+// dial returns the client end of a new in-process connection whose
+// server end is accepted by the broker.
 func (l *memListener) dial(ctx context.Context) (net.Conn, error) {
-	client, server := net.Pipe()
+	client, server, err := connPair()
+	if err != nil {
+		return nil, err
+	}
 	if err := l.offer(ctx, server); err != nil {
 		_ = client.Close()
 		return nil, err
