@@ -191,7 +191,8 @@ func (m *Main) startBroker(context.Context) error {
 }
 
 // deviceTopics are the topics only the in-process device may publish to:
-// its status and every line's state.
+// its status, every line's state, its telemetry and its Home Assistant
+// discovery.
 func (m *Main) deviceTopics() []string {
 	topics := []string{m.Config.Device.StatusTopic}
 	outputs, inputs := m.deviceLines()
@@ -204,6 +205,16 @@ func (m *Main) deviceTopics() []string {
 	}
 	for _, in := range inputs {
 		topics = append(topics, in.StateTopic)
+	}
+	cfg := m.Config
+	if cfg.Device.TelemetryInterval > 0 {
+		topics = append(topics, cfg.Device.Prefix+"/telemetry")
+	}
+	if cfg.HomeAssistant.Discovery {
+		// Home Assistant's own status topic stays writable: it says
+		// "online" there.
+		d := device.Discovery{Prefix: cfg.HomeAssistant.Prefix}
+		topics = append(topics, d.TopicFilter(cfg.Device.ClientID))
 	}
 	return topics
 }
