@@ -581,16 +581,17 @@ func (f *clientFlow) load() (int, bool) {
 }
 
 // limit is how many unacknowledged messages t may have before publishers
-// wait for it.
+// wait for it; t.mu is held.
 func (h *flowControl) limit(t *clientFlow) int {
+	w := h.window
 	if t.waiting {
 		// Its acknowledgements wait behind its own publish: waiting for
 		// them could deadlock two clients that publish to each other.
-		return h.session
+		w = h.session
 	}
-	w := h.window
-	// An MQTT 5 client's own Receive Maximum: beyond it Mochi would park
-	// messages and send them later out of order.
+	// An MQTT 5 client's own Receive Maximum: Mochi would hold messages
+	// beyond it and send them later, out of order, and forget them once
+	// sent (no resend if the connection drops).
 	if rm := int(t.cl.Properties.Props.ReceiveMaximum); rm > 0 && rm < w {
 		w = rm
 	}

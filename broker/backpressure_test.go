@@ -165,15 +165,7 @@ func (c *rawClient) receiveAll(n int) []string {
 	seen := make(map[string]bool)
 	var got []string
 	for len(seen) < n {
-		p, err := c.next()
-		if err != nil {
-			c.t.Fatalf("after %d of %d messages: %v", len(seen), n, err)
-		}
-		if p.header>>4 != 3 {
-			c.t.Fatalf("after %d of %d messages: got %s", len(seen), n, p.describe(4))
-		}
-		tl := int(p.body[0])<<8 | int(p.body[1])
-		id, payload := p.body[2+tl:4+tl], string(p.body[4+tl:])
+		id, payload := c.nextPublish()
 		if err := c.write(append([]byte{0x40, 0x02}, id...)); err != nil {
 			c.t.Fatalf("write PUBACK: %v", err)
 		}
@@ -183,6 +175,29 @@ func (c *rawClient) receiveAll(n int) []string {
 		}
 	}
 	return got
+}
+
+// nextPublish reads a QoS 1/2 PUBLISH and returns its packet identifier
+// and payload.
+func (c *rawClient) nextPublish() (id []byte, payload string) {
+	c.t.Helper()
+	p, err := c.next()
+	if err != nil {
+		c.t.Fatalf("want a PUBLISH: %v", err)
+	}
+	if p.header>>4 != 3 || p.header&0x06 == 0 {
+		c.t.Fatalf("want a QoS 1/2 PUBLISH, got %s", p.describe(c.version))
+	}
+	tl := int(p.body[0])<<8 | int(p.body[1])
+	id, rest := p.body[2+tl:4+tl], p.body[4+tl:]
+	if c.version == 5 {
+		n, used, ok := readVarint(rest)
+		if !ok || used+n > len(rest) {
+			c.t.Fatalf("PUBLISH with bad properties: %s", shortHex(p.body))
+		}
+		rest = rest[used+n:]
+	}
+	return id, string(rest)
 }
 
 // resume reconnects a persistent session and checks it was kept.
@@ -418,6 +433,8 @@ func TestFullQueueKeepsQoS12(t *testing.T) {
 	if !ok || !ok2 {
 		t.Fatal("clients missing")
 	}
+	// Their flows start just after their CONNACK.
+	waitFor(t, replyTimeout, "the clients' flows", func() bool { return b.flow.flowOf(cl) != nil && b.flow.flowOf(pubCl) != nil })
 	mochiDrops := func(qos byte, payload string, live bool) {
 		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, TopicName: "q/x",
 			Payload: []byte(payload), Origin: "publisher", Created: time.Now().Unix()}
@@ -562,5 +579,68 @@ func TestDropsOnSys(t *testing.T) {
 		case <-time.After(replyTimeout):
 			t.Fatalf("not received: %v", want)
 		}
+	}
+}
+
+// TestReceiveMaximumIsTheWindow: an MQTT 5 subscriber that asked for a
+// Receive Maximum below MaxInflight has that as its window. Beyond it
+// Mochi would hold messages and send one each time the client
+// acknowledges another, forgetting it once sent: after a reconnect it
+// would not be sent again.
+func TestReceiveMaximumIsTheWindow(t *testing.T) {
+	limits := DefaultLimits()
+	limits.MaxInflight = 8
+	limits.SlowClientTimeout = 2 * time.Second
+	b, _ := startTestBroker(t, Options{Listeners: []ListenerConfig{{Kind: TCP, Addr: "127.0.0.1:0"}}, AllowAnonymous: true, Limits: limits})
+	addr := listenerAddr(t, b, TCP)
+	// Clean start off, session expiry 300 s, Receive Maximum 2.
+	connect := pk("10 r? s'MQTT' 05 00 H60 v{11 L300 21 H2} s'rm-sub'")
+	sub := dialRaw(t, addr, 5)
+	t.Cleanup(sub.close)
+	if err := sub.write(connect); err != nil {
+		t.Fatal(err)
+	}
+	sub.expect("CONNACK 0x00")
+	if err := sub.write(pk("82 r? m1 00 s'rm/#' 01")); err != nil {
+		t.Fatal(err)
+	}
+	sub.expect("SUBACK 0x01")
+
+	pub, err := connectTCP(t, addr, "rm-pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var toks []paho.Token
+	for _, m := range messages("r", 0, 4) {
+		toks = append(toks, pub.Publish("rm/x", 1, false, m))
+	}
+	// Two arrive; acknowledging the first lets the third come.
+	id, first := sub.nextPublish()
+	if _, second := sub.nextPublish(); first != "r000" || second != "r001" {
+		t.Fatalf("got %s, %s; want r000, r001", first, second)
+	}
+	if err := sub.write(append([]byte{0x40, 0x02}, id...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, third := sub.nextPublish(); third != "r002" {
+		t.Fatalf("got %s; want r002", third)
+	}
+	sub.close()
+	for _, tok := range toks {
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("no PUBACK: %v", tok.Error())
+		}
+	}
+	// Back: everything not acknowledged comes again, the third included.
+	back := dialRaw(t, addr, 5)
+	t.Cleanup(back.close)
+	if err := back.write(connect); err != nil {
+		t.Fatal(err)
+	}
+	if ack := back.expect("CONNACK 0x00"); ack.body[0]&1 != 1 {
+		t.Fatal("CONNACK without session present")
+	}
+	if got := back.receiveAll(3); fmt.Sprint(got) != "[r001 r002 r003]" {
+		t.Errorf("after resuming: %v, want [r001 r002 r003]", got)
 	}
 }
