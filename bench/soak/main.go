@@ -9,10 +9,11 @@
 //	go run ./bench/soak                                  # broker in this process
 //	go build -o /tmp/pimqtt . && go run ./bench/soak -pimqtt /tmp/pimqtt
 //
-// With -pimqtt the broker is that binary (--mode broker on 127.0.0.1:0),
-// and the memory figures are its own; its goroutines come from
-// $SYS/broker/system/threads every 10 s. In this process they include the
-// clients.
+// With -pimqtt the broker is that binary (--mode broker on 127.0.0.1:0,
+// with a fresh data directory, so persistence is on unless -pimqtt-args
+// says --persistence=false), and the memory figures are its own; its
+// goroutines come from $SYS/broker/system/threads every 10 s. In this
+// process they include the clients.
 //
 // -fanin N instead publishes N messages from 4 publishers to 1 subscriber
 // as fast as the broker takes them: the subscriber cannot keep up, and a
@@ -56,6 +57,7 @@ type config struct {
 	payload  int
 	fanin    int // messages of a fan-in run; 0 runs the soak
 	pimqtt   string
+	args     string // more arguments for the pimqtt binary
 	sample   time.Duration
 	drain    time.Duration
 }
@@ -72,6 +74,7 @@ func main() {
 	flag.IntVar(&c.payload, "payload", 64, "message size in bytes")
 	flag.IntVar(&c.fanin, "fanin", 0, "instead of the soak: publish this many messages from 4 publishers to 1 subscriber, as fast as possible")
 	flag.StringVar(&c.pimqtt, "pimqtt", "", "pimqtt binary to run as the broker (default: a broker in this process)")
+	flag.StringVar(&c.args, "pimqtt-args", "", "more arguments for the pimqtt binary, space-separated (e.g. --persistence=false)")
 	flag.DurationVar(&c.sample, "sample", time.Second, "memory and goroutine sampling interval")
 	flag.DurationVar(&c.drain, "drain", 60*time.Second, "longest wait, after publishing, for every acknowledged message to arrive")
 	flag.Parse()
@@ -125,7 +128,7 @@ func run(ctx context.Context, c config, out io.Writer) (report, error) {
 	var b target
 	var err error
 	if c.pimqtt != "" {
-		b, err = startBinary(ctx, c.pimqtt, c.clients+10)
+		b, err = startBinary(ctx, c.pimqtt, strings.Fields(c.args), c.clients+10)
 	} else {
 		b, err = startInProcess(c.clients + 10)
 	}
@@ -246,13 +249,15 @@ type binary struct {
 // listeningLine finds the TCP listener's bound address in pimqtt's log.
 var listeningLine = regexp.MustCompile(`msg=listening .*kind=tcp addr=(\S+)`)
 
-func startBinary(ctx context.Context, path string, maxClients int) (*binary, error) {
+func startBinary(ctx context.Context, path string, args []string, maxClients int) (*binary, error) {
 	dir, err := os.MkdirTemp("", "pimqtt-soak")
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(path, "--mode", "broker", "--listen", "127.0.0.1:0", "--ws-listen", "", "--http-listen", "",
-		"--data-dir", dir, "--max-clients", strconv.Itoa(maxClients), "--max-pending", strconv.Itoa(maxClients), "--log-level", "info")
+	// The data directory exists: pimqtt stores sessions there unless
+	// told otherwise (--persistence=false).
+	cmd := exec.Command(path, append([]string{"--mode", "broker", "--listen", "127.0.0.1:0", "--ws-listen", "", "--http-listen", "",
+		"--data-dir", dir, "--max-clients", strconv.Itoa(maxClients), "--max-pending", strconv.Itoa(maxClients), "--log-level", "info"}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -304,7 +309,9 @@ func startBinary(ctx context.Context, path string, maxClients int) (*binary, err
 }
 
 func (b *binary) addr() string { return b.address }
-func (b *binary) name() string { return b.path + " (pid " + strconv.Itoa(b.cmd.Process.Pid) + ")" }
+func (b *binary) name() string {
+	return strings.Join(b.cmd.Args, " ") + " (pid " + strconv.Itoa(b.cmd.Process.Pid) + ")"
+}
 func (b *binary) rssKiB() (int64, bool) {
 	return procStatusKiB(fmt.Sprintf("/proc/%d/status", b.cmd.Process.Pid), "VmRSS")
 }
