@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/pimqtt/pimqtt/broker"
 )
@@ -240,5 +243,37 @@ func TestOnlyIfWritable(t *testing.T) {
 	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRetryPacing: while the store cannot be written, attempts come
+// after a second, then doubling up to RetryInterval (here scaled down),
+// also when the file could not be opened at start: never a busy loop.
+func TestRetryPacing(t *testing.T) {
+	for _, notOpened := range []bool{true, false} {
+		t.Run(fmt.Sprintf("file not opened at start %v", notOpened), func(t *testing.T) {
+			var attempts atomic.Int64
+			w := &writer{
+				path: "test", log: discard(), flushDelay: time.Millisecond,
+				retryMin: 20 * time.Millisecond, retryMax: 80 * time.Millisecond,
+				maxQueue: 1 << 20, maxPending: 1 << 20,
+				open: func() (*bolt.DB, error) { attempts.Add(1); return nil, syscall.EROFS },
+				inject: func() error {
+					attempts.Add(1)
+					return syscall.ENOSPC
+				},
+			}
+			if notOpened {
+				w.inject = nil // open fails
+			}
+			newWriter(w, nil)
+			defer w.close(time.Second)
+			w.enqueue(&change{ops: []op{put(bRetained, "t", []byte("v"))}})
+			time.Sleep(500 * time.Millisecond) // the pacing over time is what is tested
+			// 20, 40, 80, 80, ... ms: about 7 attempts in half a second.
+			if n := attempts.Load(); n < 3 || n > 12 {
+				t.Fatalf("%d attempts in 500 ms, want about 7", n)
+			}
+		})
 	}
 }

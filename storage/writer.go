@@ -278,10 +278,11 @@ func (w *writer) commit() {
 	err := w.write()
 	if err != nil {
 		w.stats.failures.Add(1)
+		// The first retry after retryMin, then doubling up to retryMax
+		// (also when the file could not be opened at start).
+		w.backoff = max(w.retryMin, min(2*w.backoff, w.retryMax))
 		if w.failing == nil {
 			w.backoff = w.retryMin
-		} else {
-			w.backoff = min(2*w.backoff, w.retryMax)
 		}
 		w.retryAt = time.Now().Add(w.backoff)
 		w.failing = err
