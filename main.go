@@ -134,6 +134,12 @@ func serve(cfg config.Config, logger *slog.Logger, stderr io.Writer) int {
 	defer signal.Stop(hup)
 	m := &Main{Config: cfg, Logger: logger}
 	if err := m.Run(ctx); err != nil {
+		if ctx.Err() != nil {
+			// SIGTERM during start-up: Run closed what it had started,
+			// the way Close does; that is a clean stop, not a failure.
+			logger.Info("stopped during start-up")
+			return 0
+		}
 		logger.Error("startup failed", "error", err)
 		return 1
 	}
