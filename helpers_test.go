@@ -58,6 +58,9 @@ func testConfig(passwordFile string) config.Config {
 	cfg.Broker.PasswordFile = passwordFile
 	cfg.Device.GPIO = "sim"
 	cfg.HTTP.Listen = []string{"127.0.0.1:0"}
+	// Never the machine's own store in /var/lib/pimqtt (a Pi running the
+	// service has one); the storage tests give a data directory.
+	cfg.Storage.Persistence = false
 	return cfg
 }
 

@@ -77,14 +77,16 @@ func DefaultLimits() Limits {
 		ConnectTimeout:        10 * time.Second,
 		MaxClients:            500,
 		MaxPendingConnections: 1000,
-		MaxSessionExpiry:      24 * time.Hour,
-		MaxInflight:           256,
-		MaxQueued:             1024,
-		SlowClientTimeout:     defaultSlowClientTimeout,
-		MaxKeepAlive:          65535 * time.Second,
-		MaxTopicLength:        1024,
-		MaxTopicLevels:        32,
-		MaxUserProperties:     32,
+		// Never, as with mosquitto: an offline queue waits for its client
+		// (each is bounded by MaxInflight+MaxQueued).
+		MaxSessionExpiry:  (1<<32 - 1) * time.Second,
+		MaxInflight:       256,
+		MaxQueued:         1024,
+		SlowClientTimeout: defaultSlowClientTimeout,
+		MaxKeepAlive:      65535 * time.Second,
+		MaxTopicLength:    1024,
+		MaxTopicLevels:    32,
+		MaxUserProperties: 32,
 	}
 }
 

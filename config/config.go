@@ -295,7 +295,7 @@ func Default() Config {
 				ConnectTimeout:    Duration(10 * time.Second),
 				MaxClients:        500,
 				MaxPending:        1000,
-				MaxSessionExpiry:  Duration(24 * time.Hour),
+				MaxSessionExpiry:  Duration((1<<32 - 1) * time.Second),
 				MaxInflight:       256,
 				MaxQueued:         1024,
 				MaxKeepAlive:      Duration(65535 * time.Second),

@@ -92,8 +92,9 @@ connect_timeout = "10s"
 max_clients = 500
 # Most connections that have not sent CONNECT yet.
 max_pending = 1000
-# Longest a disconnected client's session is kept.
-max_session_expiry = "24h"
+# Longest a disconnected client's session (subscriptions, queued messages) is
+# kept; the default, 4294967295s (136 years), is never, as with mosquitto.
+max_session_expiry = "4294967295s"
 # Most unacknowledged QoS 1/2 messages per client.
 max_inflight = 256
 # Most messages waiting to be written to one client.

@@ -174,7 +174,7 @@ func TestFlagDefaultsAndHelp(t *testing.T) {
 		"status-topic": "raspberry/status", "gpio": "auto", "output": "[]", "input": "[]", "prefix": "raspberry",
 		"data-dir": "/var/lib/pimqtt", "log-level": "info", "version": "false",
 		"max-packet-size": "2097152", "max-connect-size": "65536", "connect-timeout": "10s", "max-clients": "500",
-		"max-pending": "1000", "max-session-expiry": "24h0m0s", "max-inflight": "256", "max-queued": "1024",
+		"max-pending": "1000", "max-session-expiry": "1193046h28m15s", "max-inflight": "256", "max-queued": "1024",
 		"max-keepalive": "18h12m15s", "max-topic-length": "1024", "max-topic-levels": "32", "max-user-properties": "32",
 		"config": "", "mosquitto-config": "", "device-password-file": "",
 		"acl-file": "", "tls-cert": "", "tls-key": "", "tls-client-ca": "", "ca-file": "",

@@ -208,8 +208,8 @@ func parse(data []byte) (map[string]int, error) {
 // setAside renames a file that could not be loaded, keeping it for inspection, so the next
 // write does not destroy it and the next start does not trip over it again.
 func (f *File) setAside(why error) {
-	aside := fmt.Sprintf("%s.corrupt-%d", f.path, time.Now().Unix())
-	if err := os.Rename(f.path, aside); err != nil {
+	aside, err := SetAside(f.path)
+	if err != nil {
 		f.log.Warn("state file unusable, starting empty; it could not be set aside either",
 			"err", why, "rename_err", err)
 		return
