@@ -243,6 +243,9 @@ func New(opts Options) (*Broker, error) {
 	if err := b.server.AddHook(&logHook{log: opts.Logger}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add log hook: %w", err)
 	}
+	if err := b.server.AddHook(newTakeoverGuard(b.server), nil); err != nil {
+		return nil, fmt.Errorf("broker: add takeover guard: %w", err)
+	}
 	for _, h := range opts.Hooks {
 		// Mochi allows a client or a topic when any hook allows it, so an
 		// extra hook answering these would open what the auth hook closed.
