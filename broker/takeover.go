@@ -65,7 +65,7 @@ func (h *takeoverGuard) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 	h.mu.Lock()
 	if h.ending[cl.ID] == old {
 		h.mu.Unlock()
-		until(func() bool {
+		pollUntil(func() bool {
 			cur, ok := h.server.Clients.Get(cl.ID)
 			return !ok || cur != old
 		})
@@ -107,7 +107,7 @@ func (h *takeoverGuard) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 		return
 	}
 	h.mu.Unlock()
-	until(func() bool {
+	pollUntil(func() bool {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		return h.replacing[cl.ID] != r || r.Closed()
@@ -133,9 +133,9 @@ func (h *takeoverGuard) sweepLocked() {
 	h.sweepAt = max(2*(len(h.ending)+len(h.replacing)), minSweep)
 }
 
-// until polls done until it holds or takeoverWait has passed: Mochi
+// pollUntil polls done until it holds or takeoverWait has passed: Mochi
 // signals neither event the guard waits for.
-func until(done func() bool) {
+func pollUntil(done func() bool) {
 	deadline := time.Now().Add(takeoverWait)
 	for !done() && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond) // polling interval
