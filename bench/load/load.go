@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"math/bits"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,12 +94,30 @@ type Result struct {
 	// disconnected resumes its session).
 	Reconnects int64
 	Elapsed    time.Duration // from the first publish to the end of the drain
+	// Losses are the first (publisher, subscriber) pairs with messages
+	// lost, at most maxLosses, to tell a lost subscription from a gap.
+	Losses []Loss
 }
 
-// String summarises r on one line.
+// Loss is what one subscriber lacks of one publisher's acknowledged
+// messages.
+type Loss struct {
+	Publisher, Subscriber string
+	Lost                  int64
+	FirstMissing          int // sequence number
+}
+
+// maxLosses bounds Result.Losses.
+const maxLosses = 10
+
+// String summarises r on one line, and the losses on the next ones.
 func (r Result) String() string {
+	var losses strings.Builder
+	for _, l := range r.Losses {
+		fmt.Fprintf(&losses, "\n  %s lacks %d messages of %s, the first #%d", l.Subscriber, l.Lost, l.Publisher, l.FirstMissing)
+	}
 	return fmt.Sprintf("published %d, acknowledged %d, expected deliveries %d, delivered %d, lost %d, duplicates %d, out of order %d, publish errors %d, subscriber reconnects %d, in %v",
-		r.Published, r.Acked, r.Expected, r.Delivered, r.Lost, r.Duplicates, r.OutOfOrder, r.PublishErrors, r.Reconnects, r.Elapsed.Round(time.Millisecond))
+		r.Published, r.Acked, r.Expected, r.Delivered, r.Lost, r.Duplicates, r.OutOfOrder, r.PublishErrors, r.Reconnects, r.Elapsed.Round(time.Millisecond)) + losses.String()
 }
 
 // Run is a prepared run: its clients are connected and subscribed.
@@ -459,7 +478,11 @@ func (r *Run) Count() Result {
 			if t := s.seen[p.id]; t != nil {
 				got = t.got
 			}
-			res.Delivered += acked.countAnd(got)
+			d := acked.countAnd(got)
+			res.Delivered += d
+			if d < n && len(res.Losses) < maxLosses {
+				res.Losses = append(res.Losses, Loss{Publisher: p.topic, Subscriber: s.name, Lost: n - d, FirstMissing: acked.firstNotIn(got)})
+			}
 			s.mu.Unlock()
 		}
 	}
@@ -540,6 +563,19 @@ func (b bitset) count() int64 {
 		n += bits.OnesCount64(w)
 	}
 	return int64(n)
+}
+
+// firstNotIn is the smallest member of b that o lacks, or -1.
+func (b bitset) firstNotIn(o bitset) int {
+	for i, w := range b {
+		if i < len(o) {
+			w &^= o[i]
+		}
+		if w != 0 {
+			return i*64 + bits.TrailingZeros64(w)
+		}
+	}
+	return -1
 }
 
 // countAnd counts the members of both b and o.

@@ -97,6 +97,7 @@ type report struct {
 	rss        series // KiB
 	goroutines series
 	drops      *broker.Drops // in-process broker only
+	warnings   []string      // the broker's warnings (binary only)
 }
 
 func (r report) ok() bool {
@@ -171,6 +172,7 @@ func run(ctx context.Context, c config, out io.Writer) (report, error) {
 	if d, ok := b.drops(); ok {
 		rep.drops = &d
 	}
+	rep.warnings = b.warnings()
 	rep.print(out)
 	return rep, nil
 }
@@ -181,6 +183,12 @@ func (r report) print(out io.Writer) {
 	fmt.Fprintf(out, "goroutines:            %s\n", r.goroutines.describe(1))
 	if r.drops != nil {
 		fmt.Fprintf(out, "broker: %+v\n", *r.drops)
+	}
+	if len(r.warnings) > 0 {
+		fmt.Fprintf(out, "broker warnings (first %d at most):\n", maxWarnings)
+		for _, w := range r.warnings {
+			fmt.Fprintln(out, "  "+w)
+		}
 	}
 	verdict := "OK: nothing acknowledged was lost"
 	if !r.ok() {
@@ -196,6 +204,8 @@ type target interface {
 	rssKiB() (int64, bool)
 	goroutines() (int64, bool)
 	drops() (broker.Drops, bool)
+	// warnings are the broker's first warning and error log lines.
+	warnings() []string
 	close()
 }
 
@@ -234,6 +244,9 @@ func (p *inProcess) goroutines() (int64, bool)   { return int64(runtime.NumGorou
 func (p *inProcess) drops() (broker.Drops, bool) { return p.b.Dropped(), true }
 func (p *inProcess) close()                      { _ = p.b.Close() }
 
+// warnings: a broker in this process logs to stderr.
+func (p *inProcess) warnings() []string { return nil }
+
 // binary is a pimqtt process.
 type binary struct {
 	cmd     *exec.Cmd
@@ -243,8 +256,13 @@ type binary struct {
 	mu      sync.Mutex
 	threads int64 // from $SYS/broker/system/threads
 	fresh   bool  // threads arrived since goroutines last read it
-	exited  chan struct{}
+	// logged are the broker's first warning and error log lines.
+	logged []string
+	exited chan struct{}
 }
+
+// maxWarnings bounds the broker log lines a report shows.
+const maxWarnings = 20
 
 // listeningLine finds the TCP listener's bound address in pimqtt's log.
 var listeningLine = regexp.MustCompile(`msg=listening .*kind=tcp addr=(\S+)`)
@@ -270,11 +288,19 @@ func startBinary(ctx context.Context, path string, args []string, maxClients int
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			if m := listeningLine.FindStringSubmatch(sc.Text()); m != nil {
+			line := sc.Text()
+			if m := listeningLine.FindStringSubmatch(line); m != nil {
 				select {
 				case found <- m[1]:
 				default:
 				}
+			}
+			if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+				b.mu.Lock()
+				if len(b.logged) < maxWarnings {
+					b.logged = append(b.logged, line)
+				}
+				b.mu.Unlock()
 			}
 		}
 		_ = cmd.Wait()
@@ -326,6 +352,11 @@ func (b *binary) goroutines() (int64, bool) {
 	return b.threads, fresh
 }
 func (b *binary) drops() (broker.Drops, bool) { return broker.Drops{}, false }
+func (b *binary) warnings() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.logged...)
+}
 func (b *binary) close() {
 	if b.sys != nil {
 		b.sys.Disconnect(100)
