@@ -495,6 +495,7 @@ func (b *Broker) Reload() (err error) {
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
 		close(b.stopFlush)
+		b.drainDeliveries(time.Second)
 		done := make(chan error, 1)
 		go func() { done <- b.server.Close() }()
 		select {
@@ -507,6 +508,28 @@ func (b *Broker) Close() error {
 		}
 	})
 	return b.closeErr
+}
+
+// drainDeliveries gives network clients up to limit to acknowledge the
+// QoS 1/2 messages sent to them before Close disconnects them: Mochi drops
+// a client's unsent queue with its connection, and the last messages
+// before a shutdown (the device's {"status": "Off"}) are the ones
+// subscribers must not miss. It polls, since Mochi signals no drain.
+func (b *Broker) drainDeliveries(limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		pending := false
+		for _, cl := range b.server.Clients.GetAll() {
+			if cl.Net.Listener != inMemory && !cl.Closed() && cl.State.Inflight.Len() > 0 {
+				pending = true
+				break
+			}
+		}
+		if !pending {
+			return
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval
+	}
 }
 
 // RecoveredPanics counts connections whose goroutine panicked inside Mochi
