@@ -654,7 +654,15 @@ func importMosquitto(path string, base Broker, st *Storage, o *origins) (Broker,
 	}
 	if set && !unlimited {
 		out.Limits.MaxClients = int64(sum)
-		at := active[0].maxConnectionsLine
+		// The first listener that set it (the default one in local only
+		// mode, where no listener is active).
+		var at mosqLine
+		for _, l := range append(active, def) {
+			if l.maxConnectionsLine.key != "" {
+				at = l.maxConnectionsLine
+				break
+			}
+		}
 		o.set("broker.limits.max_clients", origin{file: at.file, line: at.line, name: "max_connections"})
 		if len(active) > 1 {
 			notices = append(notices, Notice{File: path, Key: "max_connections",

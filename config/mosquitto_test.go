@@ -89,6 +89,8 @@ func TestImportKeys(t *testing.T) {
 		}, "", ""},
 		{"max_packet_size 0", "max_packet_size 0", func(b Broker) bool { return b.Limits.MaxPacketSize == 2<<20 }, "0 (no limit): pimqtt keeps its limit of 2097152 bytes", ""},
 		{"max_connections", "listener 1\nmax_connections 10", func(b Broker) bool { return b.Limits.MaxClients == 10 }, "", ""},
+		// Found by FuzzImportMosquitto: with no listener (local only mode) it indexed an empty list.
+		{"max_connections in local only mode", "max_connections 1", func(b Broker) bool { return b.Limits.MaxClients == 1 }, "", ""},
 		{"max_connections summed", "listener 1\nmax_connections 10\nlistener 2\nmax_connections 5", func(b Broker) bool { return b.Limits.MaxClients == 15 }, "max_clients = 15, their sum", ""},
 		{"max_connections -1", "listener 1\nmax_connections -1", func(b Broker) bool { return b.Limits.MaxClients == 500 }, "-1 (unlimited): pimqtt keeps its limit of 500 clients", ""},
 		{"max_connections on one listener only", "listener 1\nmax_connections 10\nlistener 2", func(b Broker) bool { return b.Limits.MaxClients == 500 }, "10 on listener 1 only", ""},
