@@ -299,6 +299,10 @@ func (d *decoder) count() int {
 	if d.err == nil && n > uint64(len(d.b)) {
 		d.err = fmt.Errorf("count %d over the %d bytes left", n, len(d.b))
 	}
+	if d.err != nil {
+		// Never a count from a damaged record: callers allocate by it.
+		return 0
+	}
 	return int(n)
 }
 
