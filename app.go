@@ -47,6 +47,7 @@ type Main struct {
 	web       *web.Server
 	webAccess *webAccess
 	pageAddrs []net.Addr
+	profiler  *profiler
 }
 
 // part is one piece of the running program.
@@ -67,7 +68,7 @@ type part struct {
 // first and closes last: the broker writes into it until it is closed.
 func (m *Main) assemble() []part {
 	mode := m.Config.Mode
-	var parts []part
+	parts := []part{{"profiler", m.startProfiler, m.closeProfiler}}
 	if mode != config.ModeDevice {
 		parts = append(parts, part{"storage", m.openStorage, m.closeStorage})
 	}

@@ -29,6 +29,8 @@ type Config struct {
 	HomeAssistant HomeAssistant `toml:"homeassistant"`
 	// Storage is what survives a restart: [storage].
 	Storage Storage `toml:"storage"`
+	// Debug is what a user reporting slowness turns on: [debug].
+	Debug Debug `toml:"debug"`
 	// Outputs and Inputs are the named lines ([[output]], [[input]]; the
 	// --output and --input flags), with topics under Device.Prefix.
 	Outputs []Output `toml:"output,omitempty"`
@@ -199,6 +201,15 @@ type HomeAssistant struct {
 	// PerComponent publishes one config per entity, the form of Home
 	// Assistant before 2024.11, instead of one device config.
 	PerComponent bool `toml:"per_component"`
+}
+
+// Debug is the [debug] table: diagnostics, all off by default.
+type Debug struct {
+	// PprofListen serves Go's profiler (net/http/pprof) on this loopback
+	// address; "" = off. It shows memory contents, so only 127.0.0.0/8,
+	// ::1 or localhost are accepted: reach it from elsewhere through
+	// ssh -L.
+	PprofListen string `toml:"pprof_listen"`
 }
 
 // Storage is the [storage] table: what survives a restart, kill -9 and a

@@ -172,6 +172,12 @@ file = ""
 # than this; "0s" keeps it as long as the session (max_session_expiry).
 queue_expiry = "0s"
 
+[debug]
+# Serve Go's profiler on a loopback address (e.g. "127.0.0.1:6060") to report
+# slowness: go tool pprof http://127.0.0.1:6060/debug/pprof/profile?seconds=30
+# From another machine: ssh -L 6060:127.0.0.1:6060 pi@raspberrypi.local
+pprof_listen = ""
+
 # Named outputs: commands on PREFIX/NAME, level retained on PREFIX/NAME/state.
 # The same as --output NAME=LINE[,active-low][,initial=off|on|restore].
 # initial: "off", "on", or "restore" (the last commanded level).

@@ -70,6 +70,7 @@ var bindings = []binding{
 	{"prefix", "device.prefix", "topic prefix of named outputs and inputs", func(c *Config) any { return &c.Device.Prefix }},
 	{"data-dir", "device.data_dir", "directory of the state file that initial=restore reads", func(c *Config) any { return &c.Device.DataDir }},
 	{"persistence", "storage.persistence", "keep retained messages and persistent sessions in DATA_DIR/pimqtt.db across restarts, kill -9 and power cuts (default: when the data directory exists and is writable); --persistence=false keeps them in memory only", func(c *Config) any { return &c.Storage.Persistence }},
+	{"pprof-listen", "debug.pprof_listen", "serve Go's profiler (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060, to report slowness (off by default)", func(c *Config) any { return &c.Debug.PprofListen }},
 	{"log-level", "log.level", "debug, info, warn or error", func(c *Config) any { return &c.Log.Level }},
 	{"max-packet-size", "broker.limits.max_packet_size", "largest packet a connected client may send, in bytes", func(c *Config) any { return &c.Broker.Limits.MaxPacketSize }},
 	{"max-connect-size", "broker.limits.max_connect_size", "largest CONNECT packet (sent before authentication), in bytes", func(c *Config) any { return &c.Broker.Limits.MaxConnectSize }},

@@ -80,6 +80,8 @@ discovery = true
 prefix = "fileha"
 [storage]
 persistence = false
+[debug]
+pprof_listen = "127.0.0.1:1"
 `)
 	tests := []struct {
 		flag, value string
@@ -120,6 +122,7 @@ persistence = false
 		{"prefix", "flag", func(c Config) any { return c.Device.Prefix }, "file", "flag"},
 		{"data-dir", "/flag", func(c Config) any { return c.Device.DataDir }, "/file", "/flag"},
 		{"persistence", "true", func(c Config) any { return c.Storage.Persistence }, false, true},
+		{"pprof-listen", "[::1]:2", func(c Config) any { return c.Debug.PprofListen }, "127.0.0.1:1", "[::1]:2"},
 		{"broker", "tcp://flag:1", func(c Config) any { return c.BrokerURL() }, "tcp://file:1", "tcp://flag:1"},
 	}
 	// The device's password comes from the environment, so that device
@@ -180,7 +183,7 @@ func TestFlagDefaultsAndHelp(t *testing.T) {
 		"acl-file": "", "tls-cert": "", "tls-key": "", "tls-client-ca": "", "ca-file": "",
 		"tls-listen": "[]", "wss-listen": "[]", "ws-origin": "[]",
 		"ha-discovery": "false", "ha-prefix": "homeassistant", "telemetry-interval": "30s", "http-url": "",
-		"http-listen": "[:8080]", "https-listen": "[:8443]", "persistence": "true",
+		"http-listen": "[:8080]", "https-listen": "[:8443]", "persistence": "true", "pprof-listen": "",
 	}
 	fs.VisitAll(func(f *pflag.Flag) {
 		w, ok := want[f.Name]

@@ -80,6 +80,7 @@ func TestLoadEveryKey(t *testing.T) {
 		HTTP:          HTTP{Listen: []string{"127.0.0.1:8081"}, HTTPSListen: []string{"[::1]:8444"}, URL: "http://kitchen.local:8081/", Title: "Kitchen"},
 		HomeAssistant: HomeAssistant{Discovery: true, Prefix: "ha", PerComponent: true},
 		Storage:       Storage{Persistence: false, File: "/srv/pimqtt/store.db", QueueExpiry: Duration(48 * time.Hour)},
+		Debug:         Debug{PprofListen: "localhost:6060"},
 		Outputs: []Output{
 			{Name: "relay1", Line: "GPIO20", ActiveLow: true, Initial: InitialRestore},
 			{Name: "lamp", Line: "J8p40", Initial: InitialOn},
@@ -166,13 +167,13 @@ func TestLoadErrors(t *testing.T) {
 		want      []string // each a line of the error, after "FILE:"
 	}{
 		{"unknown top-level key", "mod = \"all\"",
-			[]string{`1:1: key "mod": unknown key "mod" at the top level (did you mean "mode"?); the keys there are mode, mosquitto_config, log, broker, device, http, homeassistant, storage, output, input`}},
+			[]string{`1:1: key "mod": unknown key "mod" at the top level (did you mean "mode"?); the keys there are mode, mosquitto_config, log, broker, device, http, homeassistant, storage, debug, output, input`}},
 		{"unknown key in a table", "[broker.limits]\nmax_cleints = 3",
 			[]string{`2:1: key "broker.limits.max_cleints": unknown key "max_cleints" in [broker.limits] (did you mean "max_clients"?); the keys there are max_packet_size, max_connect_size, connect_timeout, max_clients, max_pending, max_session_expiry, max_inflight, max_queued, max_keepalive, max_topic_length, max_topic_levels, max_user_properties`}},
 		{"unknown key in an array table", "[[broker.listener]]\naddress = \":1\"\n[[broker.listener]]\nadress = \":2\"",
 			[]string{`4:1: key "broker.listener[1].adress": unknown key "adress" in [broker.listener] (did you mean "address"?); the keys there are address, kind, cert_file, key_file, client_ca_file`}},
 		{"unknown table once", "[brokr]\nx = 1\ny = 2",
-			[]string{`1:2: key "brokr": unknown key "brokr" at the top level (did you mean "broker"?); the keys there are mode, mosquitto_config, log, broker, device, http, homeassistant, storage, output, input`}},
+			[]string{`1:2: key "brokr": unknown key "brokr" at the top level (did you mean "broker"?); the keys there are mode, mosquitto_config, log, broker, device, http, homeassistant, storage, debug, output, input`}},
 		{"password is not a key", "[device]\npassword = \"secret\"",
 			[]string{`2:1: key "device.password": unknown key "password" in [device]; the keys there are broker, username, password_file, ca_file, client_id, status_topic, topic, gpio, prefix, telemetry_interval, data_dir`}},
 		{"bad enum", "[[broker.listener]]\naddress = \":1\"\n[[broker.listener]]\naddress = \":2\"\nkind = \"foo\"",
@@ -232,6 +233,9 @@ func TestLoadErrors(t *testing.T) {
 		}},
 		{"input on auto", "[[input]]\nname = \"b\"\nline = \"auto\"", []string{`3:8: key "input[0].line": "auto" is for outputs: name the input's line, e.g. "GPIO17"`}},
 		{"negative debounce", "[[input]]\nname = \"b\"\nline = \"sim\"\ndebounce = \"-1ms\"", []string{`4:12: key "input[0].debounce": -1ms: want 0 (none) or more`}},
+		{"profiler on the network", "[debug]\npprof_listen = \"0.0.0.0:6060\"", []string{`2:16: key "debug.pprof_listen": "0.0.0.0:6060": loopback only (127.0.0.1, ::1 or localhost): the profiler shows memory contents; from another machine use ssh -L 6060:127.0.0.1:6060`}},
+		{"profiler on a LAN name", "[debug]\npprof_listen = \"raspberrypi.local:6060\"", []string{`2:16: key "debug.pprof_listen": "raspberrypi.local:6060": loopback only (127.0.0.1, ::1 or localhost): the profiler shows memory contents; from another machine use ssh -L 6060:127.0.0.1:6060`}},
+		{"profiler without a port", "[debug]\npprof_listen = \"127.0.0.1\"", []string{`2:16: key "debug.pprof_listen": "127.0.0.1": not HOST:PORT (e.g. "127.0.0.1:6060")`}},
 		{"negative queue expiry", "[storage]\nqueue_expiry = \"-1s\"", []string{`2:16: key "storage.queue_expiry": -1s: want 0 (messages kept as long as their session) or more`}},
 	}
 	for _, tt := range tests {

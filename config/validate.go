@@ -66,6 +66,11 @@ func (c Config) validate() error {
 			bad("http.url", "%q: want the page's address as a phone reaches it, e.g. \"http://raspberrypi.local:8080/\"", c.HTTP.URL)
 		}
 	}
+	if a := c.Debug.PprofListen; a != "" {
+		if err := loopbackAddress(a); err != nil {
+			bad("debug.pprof_listen", "%q: %v", a, err)
+		}
+	}
 	if c.HomeAssistant.Prefix == "" || strings.ContainsAny(c.HomeAssistant.Prefix, "+#") {
 		bad("homeassistant.prefix", "%q: want a topic prefix without wildcards, e.g. \"homeassistant\"", c.HomeAssistant.Prefix)
 	}
@@ -193,4 +198,24 @@ func validName(s string) bool {
 		}
 	}
 	return true
+}
+
+// loopbackAddress checks that addr is HOST:PORT on the loopback
+// interface: the profiler shows memory contents (passwords included), so
+// it is never served to the network.
+func loopbackAddress(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("not HOST:PORT (e.g. \"127.0.0.1:6060\")")
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return fmt.Errorf("the port %q is not a number from 0 to 65535", port)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("loopback only (127.0.0.1, ::1 or localhost): the profiler shows memory contents; from another machine use ssh -L 6060:127.0.0.1:6060")
+	}
+	return nil
 }
