@@ -133,6 +133,30 @@ type clientFlow struct {
 	// picks are the shared subscription members chosen for the message
 	// in hand (see targets).
 	picks map[string]string
+	// inlineTo is the client the fast path is writing to from this
+	// client's goroutine, if any; inlineWrites counts those writes (see
+	// fastPath.watch).
+	inlineTo     atomic.Pointer[clientFlow]
+	inlineWrites atomic.Uint64
+}
+
+// isGone reports whether f's client is disconnected or being
+// disconnected.
+func (f *clientFlow) isGone() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.gone
+}
+
+// all returns the flows of the connected clients.
+func (h *flowControl) all() []*clientFlow {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	fs := make([]*clientFlow, 0, len(h.flows))
+	for _, f := range h.flows {
+		fs = append(fs, f)
+	}
+	return fs
 }
 
 // errTooSlow is why a client that cannot keep up is disconnected.

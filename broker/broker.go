@@ -89,6 +89,10 @@ type Options struct {
 	// ShutdownTimeout bounds Close; default 10 s.
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
+
+	// noFastPath leaves every PUBLISH to Mochi's own routing (see
+	// fastPath), for benchmarks and tests that compare both.
+	noFastPath bool
 }
 
 // Addr describes a bound listener.
@@ -106,6 +110,7 @@ type Broker struct {
 	rights    *accessControl // who may read and write which topics
 	auth      *authHook
 	flow      *flowControl // back-pressure: see backpressure.go
+	fast      *fastPath    // nil when off
 	mem       *memListener
 	guard     *connGuard
 	addrs     []Addr
@@ -228,22 +233,28 @@ func New(opts Options) (*Broker, error) {
 		subscribeDenied: counter("subscription refused: nothing on the filter may be read by the client", "refused", "from"),
 		willDropped:     counter("will dropped: the client may not write its topic", "dropped", "from"),
 	}
-	if err := b.server.AddHook(b.auth, nil); err != nil {
+	// hooks are every hook added, in order, for the fast path.
+	var hooks []mqtt.Hook
+	addHook := func(h mqtt.Hook) error {
+		hooks = append(hooks, h)
+		return b.server.AddHook(h, nil)
+	}
+	if err := addHook(b.auth); err != nil {
 		return nil, fmt.Errorf("broker: add auth hook: %w", err)
 	}
-	if err := b.server.AddHook(&limitsHook{
+	if err := addHook(&limitsHook{
 		server:          b.server,
 		limits:          opts.Limits,
 		trustedListener: inMemory,
 		refused:         counter("client refused: limit exceeded", "refused", "from"),
 		disconnected:    counter("client disconnected: limit exceeded", "disconnected", "from"),
-	}, nil); err != nil {
+	}); err != nil {
 		return nil, fmt.Errorf("broker: add limits hook: %w", err)
 	}
-	if err := b.server.AddHook(&logHook{log: opts.Logger}, nil); err != nil {
+	if err := addHook(&logHook{log: opts.Logger}); err != nil {
 		return nil, fmt.Errorf("broker: add log hook: %w", err)
 	}
-	if err := b.server.AddHook(newTakeoverGuard(b.server), nil); err != nil {
+	if err := addHook(newTakeoverGuard(b.server)); err != nil {
 		return nil, fmt.Errorf("broker: add takeover guard: %w", err)
 	}
 	for _, h := range opts.Hooks {
@@ -252,7 +263,7 @@ func New(opts Options) (*Broker, error) {
 		if h.Provides(mqtt.OnConnectAuthenticate) || h.Provides(mqtt.OnACLCheck) {
 			return nil, fmt.Errorf("broker: hook %s answers authentication or ACL checks; only pimqtt's auth hook may", h.ID())
 		}
-		if err := b.server.AddHook(h, nil); err != nil {
+		if err := addHook(h); err != nil {
 			return nil, fmt.Errorf("broker: add hook %s: %w", h.ID(), err)
 		}
 	}
@@ -260,8 +271,17 @@ func New(opts Options) (*Broker, error) {
 	// refused, as the other hooks will see it.
 	b.flow = newFlowControl(b.server, opts.Limits, opts.Hooks,
 		counter("client disconnected: cannot keep up with the messages for it", "disconnected", "from"), opts.Logger)
-	if err := b.server.AddHook(b.flow, nil); err != nil {
+	if err := addHook(b.flow); err != nil {
 		return nil, fmt.Errorf("broker: add flow control hook: %w", err)
+	}
+	// After the flow control, so that it writes only what every other
+	// hook has let through and the window has made room for.
+	if !opts.noFastPath {
+		if b.fast = newFastPath(b.server, b.auth, b.flow, hooks, opts.Limits); b.fast == nil {
+			opts.Logger.Warn("fast publish path off: this Mochi version's client state is not the one it was written for")
+		} else if err := b.server.AddHook(b.fast, nil); err != nil {
+			return nil, fmt.Errorf("broker: add fast path hook: %w", err)
+		}
 	}
 
 	var bound []net.Listener
@@ -408,7 +428,12 @@ func (b *Broker) Start() error {
 	if err := b.server.Serve(); err != nil {
 		return fmt.Errorf("broker: serve: %w", err)
 	}
-	b.startOnce.Do(func() { go b.flushCounters() })
+	b.startOnce.Do(func() {
+		go b.flushCounters()
+		if b.fast != nil {
+			go b.fast.watch(b.stopFlush)
+		}
+	})
 	return nil
 }
 

@@ -1,0 +1,453 @@
+package broker
+
+import (
+	"reflect"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// The fast publish path: a PUBLISH for a few connected subscribers is
+// written to each of them from the publisher's own connection goroutine,
+// during OnPublish, instead of being handed to Mochi's writer goroutine of
+// each subscriber through its outbound queue. It saves what a profile of
+// Mochi's fan-in shows as most of its cost: the subscriber lookup, which
+// rebuilds maps for every message (a cache of the subscribers of each
+// topic here), the hand-off to another goroutine, and the copies; and a
+// slow subscriber now slows its publishers down (TCP) instead of losing
+// QoS 0 messages when its queue is full.
+//
+// Everything the fast path does not handle goes Mochi's own way (OnPublish
+// lets the message through, Mochi routes it), so that each of these keeps
+// its meaning by construction: retained messages (Mochi keeps and stores
+// them), shared subscriptions (flowControl picks the member), inline
+// subscriptions, subscribers that use topic aliases, subscribers that are
+// connecting or resuming a session (their session is resent first),
+// messages of Mochi's inline client, and fan-outs larger than maxInline
+// (Mochi's writer goroutines then write in parallel). Wills and $SYS never
+// pass OnPublish.
+//
+// For what it handles it does what Mochi's publishToClient does, in the
+// same order: no-local, the read check (authHook), retain flag, the
+// subscription identifiers, the QoS of the subscription, a packet
+// identifier and the session's record of a QoS 1/2 message (told to the
+// storage hooks before it is written), the client's send quota (Receive
+// Maximum), message expiry (WritePacket), and it then tells Mochi to
+// skip its own routing (CodeSuccessIgnore: Mochi still acknowledges the
+// publisher and calls OnPublished).
+//
+// Order. A publisher's messages reach each subscriber in the order it sent
+// them: its own goroutine writes them one after the other, and one it
+// left to Mochi is in the subscriber's outbound queue until written, so a
+// message for a client whose queue is not empty goes Mochi's way, behind
+// what is queued. WritePacket takes the client's lock and appends to
+// Mochi's write buffer when it has one.
+//
+// Slow subscribers. A write blocks its publisher while the subscriber's
+// socket is full: that is the flow control of QoS 0. It is bounded by
+// Limits.SlowClientTimeout: a write that has not finished by then, or a
+// queue that has not emptied, gets the subscriber disconnected as too slow
+// (flowControl.evict), which ends the write; the publisher goes on. A QoS
+// 0 message left to Mochi waits for room in each subscriber's outbound
+// queue, so that it is not dropped, bounded the same way.
+type fastPath struct {
+	mqtt.HookBase
+	server *mqtt.Server
+	auth   *authHook
+	flow   *flowControl
+	// hooks are every hook the server has, in its order, for the events
+	// of a delivery Mochi would send them (OnQosPublish,
+	// OnPacketIDExhausted).
+	hooks []mqtt.Hook
+	// maxInline is the largest fan-out written inline.
+	maxInline int
+	// stall is Limits.SlowClientTimeout; queueCap is Limits.MaxQueued.
+	stall    time.Duration
+	queueCap int32
+	mochi    mochiFields
+
+	// gen counts the changes of Mochi's topic index (subscriptions,
+	// sessions); a route made before the last one is not used.
+	gen    atomic.Uint64
+	mu     sync.RWMutex
+	routes map[string]*route
+}
+
+// maxRoutes bounds the cache of routes: past it the cache starts over.
+const maxRoutes = 4096
+
+// defaultMaxInline is the largest fan-out written inline: beyond it,
+// Mochi's writer goroutines, one per subscriber, use both cores of a Pi
+// 2 and up. Measured on 2 cores: see bench_test.go.
+const defaultMaxInline = 8
+
+// route is what a message on one topic goes to, as Mochi's topic index
+// said at generation gen.
+type route struct {
+	gen uint64
+	// mochi: the message goes Mochi's way (shared or inline
+	// subscriptions, or more than maxInline subscribers).
+	mochi   bool
+	targets []target
+}
+
+// target is one subscriber of a route.
+type target struct {
+	id  string
+	sub packets.Subscription
+	// subIDs are the subscription identifiers a copy carries, as Mochi
+	// sets them: sorted, shared by every copy (never changed).
+	subIDs []int
+}
+
+// mochiFields are the offsets of the fields of Mochi's client state the
+// fast path reads and Mochi does not export: the count of packets in a
+// client's outbound queue (not yet written) and its send quota. They
+// exist in the version pimqtt pins (v2.7.9); if a later version lacks
+// them, the fast path is off (see newFastPath).
+type mochiFields struct {
+	outboundQty, sendQuota, maxSendQuota uintptr
+}
+
+func findMochiFields() (mochiFields, bool) {
+	var m mochiFields
+	field := func(t reflect.Type, name string, off *uintptr) bool {
+		f, ok := t.FieldByName(name)
+		if ok && f.Type.Kind() == reflect.Int32 {
+			*off = f.Offset
+		}
+		return ok && f.Type.Kind() == reflect.Int32
+	}
+	ok := field(reflect.TypeFor[mqtt.ClientState](), "outboundQty", &m.outboundQty) &&
+		field(reflect.TypeFor[mqtt.Inflight](), "sendQuota", &m.sendQuota) &&
+		field(reflect.TypeFor[mqtt.Inflight](), "maximumSendQuota", &m.maxSendQuota)
+	return m, ok
+}
+
+// queued is how many packets Mochi has queued for cl and not yet
+// written: its WriteLoop counts one down only once written.
+func (m mochiFields) queued(cl *mqtt.Client) int32 {
+	return atomic.LoadInt32((*int32)(unsafe.Add(unsafe.Pointer(&cl.State), m.outboundQty)))
+}
+
+// sendQuotaEmpty reports what Mochi's publishToClient checks before it
+// holds a QoS 1/2 message back: the client's Receive Maximum is used up.
+func (m mochiFields) sendQuotaEmpty(in *mqtt.Inflight) bool {
+	p := unsafe.Pointer(in)
+	return atomic.LoadInt32((*int32)(unsafe.Add(p, m.sendQuota))) == 0 &&
+		atomic.LoadInt32((*int32)(unsafe.Add(p, m.maxSendQuota))) > 0
+}
+
+// newFastPath returns the fast path, or nil when this Mochi's client state
+// does not have the fields it reads.
+func newFastPath(server *mqtt.Server, auth *authHook, flow *flowControl, hooks []mqtt.Hook, limits Limits) *fastPath {
+	m, ok := findMochiFields()
+	if !ok {
+		return nil
+	}
+	return &fastPath{
+		server:    server,
+		auth:      auth,
+		flow:      flow,
+		hooks:     hooks,
+		maxInline: defaultMaxInline,
+		stall:     limits.slowClientTimeout(),
+		queueCap:  limits.MaxQueued,
+		mochi:     m,
+		routes:    make(map[string]*route),
+	}
+}
+
+func (h *fastPath) ID() string { return "pimqtt-fastpath" }
+
+func (h *fastPath) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnPublish, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnSessionEstablish,
+		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnClientExpired:
+		return true
+	}
+	return false
+}
+
+// Every change of Mochi's topic index is followed by one of these hooks
+// (SUBSCRIBE, UNSUBSCRIBE, inline subscriptions, a clean session's end,
+// a session taken over or inherited), which Mochi calls before it answers
+// the client: a route made before is not used after. The others are for
+// good measure: they come with changes of who is connected.
+
+func (h *fastPath) OnSubscribed(*mqtt.Client, packets.Packet, []byte) { h.gen.Add(1) }
+func (h *fastPath) OnUnsubscribed(*mqtt.Client, packets.Packet)       { h.gen.Add(1) }
+func (h *fastPath) OnSessionEstablish(*mqtt.Client, packets.Packet)   { h.gen.Add(1) }
+func (h *fastPath) OnSessionEstablished(*mqtt.Client, packets.Packet) { h.gen.Add(1) }
+func (h *fastPath) OnDisconnect(*mqtt.Client, error, bool)            { h.gen.Add(1) }
+func (h *fastPath) OnClientExpired(*mqtt.Client)                      { h.gen.Add(1) }
+
+// routeOf returns the route of topic, from the cache if still current.
+func (h *fastPath) routeOf(topic string) *route {
+	gen := h.gen.Load()
+	h.mu.RLock()
+	r := h.routes[topic]
+	h.mu.RUnlock()
+	if r != nil && r.gen == gen {
+		return r
+	}
+	// Read before the index: a change made while it is read bumps gen
+	// past the route's.
+	subs := h.server.Topics.Subscribers(topic)
+	r = &route{gen: gen}
+	switch {
+	case len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0:
+		r.mochi = true
+	default:
+		r.mochi = len(subs.Subscriptions) > h.maxInline
+		r.targets = make([]target, 0, len(subs.Subscriptions))
+		for id, sub := range subs.Subscriptions {
+			t := target{id: id, sub: sub}
+			for _, n := range sub.Identifiers {
+				t.subIDs = append(t.subIDs, n)
+			}
+			slices.Sort(t.subIDs)
+			r.targets = append(r.targets, t)
+		}
+		// The same order for every message: deterministic writes.
+		slices.SortFunc(r.targets, func(a, b target) int {
+			switch {
+			case a.id < b.id:
+				return -1
+			case a.id > b.id:
+				return 1
+			}
+			return 0
+		})
+	}
+	h.mu.Lock()
+	if len(h.routes) >= maxRoutes {
+		clear(h.routes)
+	}
+	h.routes[topic] = r
+	h.mu.Unlock()
+	return r
+}
+
+// delivery is one subscriber of a message on the fast path.
+type delivery struct {
+	t  *target
+	cl *mqtt.Client
+	f  *clientFlow // nil when the client is not connected
+}
+
+// OnPublish delivers pk itself when it can (see fastPath) and tells Mochi
+// to skip its own routing; else it lets Mochi route it, after waiting for
+// room in the outbound queues of its QoS 0 subscribers. It runs last,
+// after every other hook has let the message through and flowControl has
+// made room for it.
+func (h *fastPath) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline || pk.FixedHeader.Retain || pk.Ignore {
+		return pk, nil
+	}
+	r := h.routeOf(pk.TopicName)
+	var buf [defaultMaxInline]delivery
+	ds, inline := h.deliveries(r, buf[:0])
+	if !inline {
+		if pk.FixedHeader.Qos == 0 {
+			h.awaitRoom(cl, ds)
+		}
+		return pk, nil
+	}
+	pub := h.flow.flowOf(cl)
+	// Mochi's copy for a subscriber (Packet.Copy) without copying what
+	// nobody changes: the payload and properties are only read from here.
+	base := pk
+	base.FixedHeader.Dup = false // [MQTT-3.3.1-3]
+	base.PacketID = 0
+	base.Properties.TopicAlias, base.Properties.TopicAliasFlag = 0, false // the publisher's alias
+	for _, d := range ds {
+		h.deliver(pub, d, pk, base)
+	}
+	return pk, packets.CodeSuccessIgnore
+}
+
+// deliveries lists the subscribers of a message on route r, and whether
+// the fast path may write to all of them; if not, the list holds the
+// connected ones (for awaitRoom).
+func (h *fastPath) deliveries(r *route, ds []delivery) ([]delivery, bool) {
+	inline := !r.mochi
+	for i := range r.targets {
+		t := &r.targets[i]
+		cl, ok := h.server.Clients.Get(t.id)
+		if !ok {
+			continue // as Mochi: a client it has forgotten gets nothing
+		}
+		d := delivery{t: t, cl: cl}
+		if cl.Net.Conn != nil && !cl.Closed() {
+			d.f = h.flow.flowOf(cl)
+			if d.f == nil || cl.Properties.Props.TopicAliasMaximum > 0 || h.mochi.queued(cl) > 0 {
+				// Connecting or resuming: its session is resent first.
+				// Topic aliases: Mochi numbers them as it queues. A
+				// queue not yet written: this message goes behind it.
+				inline = false
+			}
+		}
+		ds = append(ds, d)
+	}
+	return ds, inline
+}
+
+// deliver is Mochi's publishToClient for one subscriber, with the write
+// done here (see fastPath).
+func (h *fastPath) deliver(pub *clientFlow, d delivery, pk, base packets.Packet) {
+	cl, sub := d.cl, d.t.sub
+	if sub.NoLocal && pk.Origin == cl.ID {
+		return // [MQTT-3.8.3-3]
+	}
+	if !h.auth.OnACLCheck(cl, pk.TopicName, false) {
+		return
+	}
+	out := base
+	out.FixedHeader.Retain = false // retained messages go Mochi's way
+	if len(d.t.subIDs) > 0 {
+		out.Properties.SubscriptionIdentifier = d.t.subIDs
+	}
+	if out.FixedHeader.Qos > sub.Qos {
+		out.FixedHeader.Qos = sub.Qos
+	}
+	if maxQoS := h.server.Options.Capabilities.MaximumQos; out.FixedHeader.Qos > maxQoS {
+		out.FixedHeader.Qos = maxQoS
+	}
+	if out.FixedHeader.Qos > 0 && !h.record(cl, pk, &out) {
+		return
+	}
+	if d.f == nil || cl.Net.Conn == nil || cl.Closed() {
+		return // a QoS 1/2 message stays in the session
+	}
+	if pub != nil {
+		pub.inlineTo.Store(d.f)
+		pub.inlineWrites.Add(1)
+	}
+	_ = cl.WritePacket(out) // a failed write ends the connection: Mochi cleans up
+	if pub != nil {
+		pub.inlineTo.Store(nil)
+	}
+}
+
+// record gives a QoS 1/2 copy its packet identifier and puts it in cl's
+// session, as Mochi's publishToClient does; false if Mochi would drop it
+// or hold it back (Receive Maximum reached) rather than send it now.
+func (h *fastPath) record(cl *mqtt.Client, pk packets.Packet, out *packets.Packet) bool {
+	if cl.State.Inflight.Len() >= int(h.server.Options.Capabilities.MaximumInflight) {
+		atomic.AddInt64(&h.server.Info.InflightDropped, 1)
+		h.server.Log.Warn("client store quota reached", "client", cl.ID, "listener", cl.Net.Listener)
+		return false
+	}
+	id, err := cl.NextPacketID()
+	if err != nil {
+		for _, hk := range h.hooks {
+			if hk.Provides(mqtt.OnPacketIDExhausted) {
+				hk.OnPacketIDExhausted(cl, pk)
+			}
+		}
+		atomic.AddInt64(&h.server.Info.InflightDropped, 1)
+		h.server.Log.Warn("packet ids exhausted", "error", err, "client", cl.ID, "listener", cl.Net.Listener)
+		return false
+	}
+	out.PacketID = uint16(id)
+	held := h.mochi.sendQuotaEmpty(cl.State.Inflight)
+	if cl.State.Inflight.Set(*out) {
+		atomic.AddInt64(&h.server.Info.Inflight, 1)
+		for _, hk := range h.hooks {
+			if hk.Provides(mqtt.OnQosPublish) {
+				hk.OnQosPublish(cl, *out, out.Created, 0)
+			}
+		}
+		cl.State.Inflight.DecreaseSendQuota()
+	}
+	if held {
+		out.Expiry = -1 // Mochi sends it when the client acknowledges another
+		cl.State.Inflight.Set(*out)
+		return false
+	}
+	return true
+}
+
+// awaitRoom waits until each connected subscriber of a QoS 0 message Mochi
+// is about to route has room in its outbound queue, so that Mochi does not
+// drop the message (bounded as await).
+func (h *fastPath) awaitRoom(pub *mqtt.Client, ds []delivery) {
+	for _, d := range ds {
+		if d.f == nil || d.cl == pub || h.mochi.queued(d.cl) < h.queueCap {
+			continue
+		}
+		h.awaitRoomFor(d.f)
+	}
+}
+
+// awaitRoomFor waits until t's outbound queue has room; if it has none for
+// SlowClientTimeout, t is disconnected as too slow (as a full window
+// does, see flowControl).
+func (h *fastPath) awaitRoomFor(t *clientFlow) {
+	var deadline time.Time
+	for i := 0; ; i++ {
+		if h.mochi.queued(t.cl) < h.queueCap || t.cl.Closed() || t.isGone() {
+			return
+		}
+		switch {
+		case i < 16:
+			runtime.Gosched()
+			continue
+		case deadline.IsZero():
+			deadline = time.Now().Add(h.stall)
+		case time.Now().After(deadline):
+			h.flow.evict(t, "its outbound queue stayed full", "max_queued", h.queueCap, "waited", h.stall.String())
+			return
+		}
+		// Mochi signals nothing when its writer empties the queue.
+		time.Sleep(50 * time.Microsecond) // polling interval
+	}
+}
+
+// watch disconnects, as too slow, a client an inline write to which has
+// not finished for SlowClientTimeout (its socket stays full), which ends
+// the write; it looks every tenth of that until stop is closed.
+func (h *fastPath) watch(stop <-chan struct{}) {
+	tick := time.NewTicker(h.stall / 10)
+	defer tick.Stop()
+	type seen struct {
+		n     uint64
+		since time.Time
+	}
+	last := make(map[*clientFlow]seen)
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-tick.C:
+			for _, pub := range h.flow.all() {
+				t := pub.inlineTo.Load()
+				if t == nil {
+					delete(last, pub)
+					continue
+				}
+				n := pub.inlineWrites.Load()
+				s, ok := last[pub]
+				if !ok || s.n != n {
+					last[pub] = seen{n, now}
+					continue
+				}
+				if now.Sub(s.since) >= h.stall {
+					h.flow.evict(t, "a write to it did not finish", "waited", h.stall.String())
+				}
+			}
+			for pub := range last {
+				if pub.isGone() {
+					delete(last, pub)
+				}
+			}
+		}
+	}
+}
