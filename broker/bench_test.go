@@ -74,6 +74,12 @@ type loadConn struct {
 
 func dialLoad(tb testing.TB, addr, id string) *loadConn {
 	tb.Helper()
+	return dialLoadWith(tb, addr, connectFor(4, id))
+}
+
+// dialLoadWith connects with the CONNECT given, which must be accepted.
+func dialLoadWith(tb testing.TB, addr string, connect []byte) *loadConn {
+	tb.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		tb.Fatal(err)
@@ -81,9 +87,9 @@ func dialLoad(tb testing.TB, addr, id string) *loadConn {
 	tb.Cleanup(func() { _ = conn.Close() })
 	c := &loadConn{conn: conn, r: bufio.NewReaderSize(conn, 64<<10), w: bufio.NewWriterSize(conn, 16<<10)}
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	c.send(connectFor(4, id))
+	c.send(connect)
 	if h, body, err := c.read(); err != nil || h != 0x20 || len(body) != 2 || body[1] != 0 {
-		tb.Fatalf("CONNACK for %s: %x %x %v", id, h, body, err)
+		tb.Fatalf("CONNACK: %x %x %v", h, body, err)
 	}
 	_ = conn.SetDeadline(time.Time{})
 	return c
