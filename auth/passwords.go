@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 )
 
 // maxLineLen bounds the memory one line of a password file may take. It is
@@ -26,6 +27,12 @@ type Passwords struct {
 	// what a wrong password for a real user costs and timing does not
 	// reveal which user names exist.
 	decoy *entry
+	// verified remembers the logins that passed, so that reconnecting
+	// clients skip the hash (see verifiedCache); nil in the zero value.
+	// It lives and dies with this set: a reloaded file starts afresh.
+	verified *verifiedCache
+	// hashes counts the password hashes computed by Check.
+	hashes atomic.Int64
 }
 
 // Load reads a mosquitto password file. It fails only if the file cannot be
@@ -64,7 +71,7 @@ func Parse(r io.Reader, name string, logger *slog.Logger) (*Passwords, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Passwords{users: make(map[string]*entry)}
+	p := &Passwords{users: make(map[string]*entry), verified: newVerifiedCache(maxVerified)}
 	seenAt := make(map[string]int)
 	br := bufio.NewReader(r)
 	var buf []byte
@@ -229,21 +236,50 @@ var defaultDecoy = newDecoy(nil)
 // Check reports whether password is right for username. The comparison is
 // constant-time, and an unknown user still costs one hash computation, so
 // neither the password nor the existence of a user leaks through timing.
+//
+// A user name and password that passed before (with this Passwords, that
+// is, this load of the file) pass again without hashing: a reconnect
+// storm costs a keyed SHA-256 per client instead of a PBKDF2 derivation.
+// Only the right password can be answered that fast, so the timing tells
+// a client nothing its CONNACK does not; wrong passwords and unknown
+// users always pay the full hash.
 func (p *Passwords) Check(username, password string) bool {
-	var e *entry
-	var known bool
-	decoy := defaultDecoy
-	if p != nil {
-		e, known = p.users[username]
+	if p == nil {
+		defaultDecoy.matches(password)
+		return false
+	}
+	e, known := p.users[username]
+	if !known {
+		e = defaultDecoy
 		if p.decoy != nil {
-			decoy = p.decoy
+			e = p.decoy
 		}
 	}
-	if !known {
-		e = decoy
+	// The digest and the look-up are made for unknown users too, so that
+	// they cost what a wrong password for a real user costs.
+	var d [32]byte
+	if p.verified != nil {
+		d = p.verified.digest(username, password)
+		if p.verified.has(d) && known {
+			return true
+		}
 	}
-	ok := e.matches(password)
-	return known && ok
+	p.hashes.Add(1)
+	ok := e.matches(password) && known
+	if ok && p.verified != nil {
+		p.verified.add(d)
+	}
+	return ok
+}
+
+// Hashes returns the number of password hashes (PBKDF2 derivations, for
+// "$7$" lines) Check has computed: the logins it could not answer from
+// the logins that passed before. Tests and benchmarks watch it.
+func (p *Passwords) Hashes() int64 {
+	if p == nil {
+		return 0
+	}
+	return p.hashes.Load()
 }
 
 // Len returns the number of users that can log in.
