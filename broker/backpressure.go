@@ -78,6 +78,9 @@ type flowControl struct {
 	// evictions logs the clients disconnected as too slow, per remote
 	// address, rate-limited.
 	evictions *rateLimitedCounter
+	// subscribers is Mochi's TopicsIndex.Subscribers, or the fast path's
+	// cache of it; the result is only read.
+	subscribers func(topic string) *mqtt.Subscribers
 
 	mu    sync.RWMutex
 	flows map[*mqtt.Client]*clientFlow
@@ -168,17 +171,18 @@ const evictGrace = time.Second
 
 func newFlowControl(server *mqtt.Server, limits Limits, storage []mqtt.Hook, evictions *rateLimitedCounter, log *slog.Logger) *flowControl {
 	return &flowControl{
-		server:    server,
-		log:       log,
-		window:    int(limits.MaxInflight),
-		queued:    int(limits.MaxQueued),
-		session:   limits.sessionQueue(),
-		stall:     limits.slowClientTimeout(),
-		recheck:   100 * time.Millisecond,
-		storage:   storage,
-		evictions: evictions,
-		flows:     make(map[*mqtt.Client]*clientFlow),
-		resuming:  make(map[string]*mqtt.Client),
+		server:      server,
+		log:         log,
+		window:      int(limits.MaxInflight),
+		queued:      int(limits.MaxQueued),
+		session:     limits.sessionQueue(),
+		stall:       limits.slowClientTimeout(),
+		recheck:     100 * time.Millisecond,
+		storage:     storage,
+		evictions:   evictions,
+		flows:       make(map[*mqtt.Client]*clientFlow),
+		resuming:    make(map[string]*mqtt.Client),
+		subscribers: server.Topics.Subscribers,
 	}
 }
 
@@ -464,7 +468,7 @@ func (h *flowControl) wake(cl *mqtt.Client) {
 // clients that are still connecting or resuming, and the shared
 // subscriptions that get it.
 func (h *flowControl) targets(publisher *mqtt.Client, topic string) (flows []*clientFlow, joining []*mqtt.Client, groups []sharedGroup) {
-	subs := h.server.Topics.Subscribers(topic)
+	subs := h.subscribers(topic)
 	for id, sub := range subs.Subscriptions {
 		if id == publisher.ID || sub.Qos == 0 {
 			continue

@@ -233,28 +233,22 @@ func New(opts Options) (*Broker, error) {
 		subscribeDenied: counter("subscription refused: nothing on the filter may be read by the client", "refused", "from"),
 		willDropped:     counter("will dropped: the client may not write its topic", "dropped", "from"),
 	}
-	// hooks are every hook added, in order, for the fast path.
-	var hooks []mqtt.Hook
-	addHook := func(h mqtt.Hook) error {
-		hooks = append(hooks, h)
-		return b.server.AddHook(h, nil)
-	}
-	if err := addHook(b.auth); err != nil {
+	if err := b.server.AddHook(b.auth, nil); err != nil {
 		return nil, fmt.Errorf("broker: add auth hook: %w", err)
 	}
-	if err := addHook(&limitsHook{
+	if err := b.server.AddHook(&limitsHook{
 		server:          b.server,
 		limits:          opts.Limits,
 		trustedListener: inMemory,
 		refused:         counter("client refused: limit exceeded", "refused", "from"),
 		disconnected:    counter("client disconnected: limit exceeded", "disconnected", "from"),
-	}); err != nil {
+	}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add limits hook: %w", err)
 	}
-	if err := addHook(&logHook{log: opts.Logger}); err != nil {
+	if err := b.server.AddHook(&logHook{log: opts.Logger}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add log hook: %w", err)
 	}
-	if err := addHook(newTakeoverGuard(b.server)); err != nil {
+	if err := b.server.AddHook(newTakeoverGuard(b.server), nil); err != nil {
 		return nil, fmt.Errorf("broker: add takeover guard: %w", err)
 	}
 	for _, h := range opts.Hooks {
@@ -263,7 +257,7 @@ func New(opts Options) (*Broker, error) {
 		if h.Provides(mqtt.OnConnectAuthenticate) || h.Provides(mqtt.OnACLCheck) {
 			return nil, fmt.Errorf("broker: hook %s answers authentication or ACL checks; only pimqtt's auth hook may", h.ID())
 		}
-		if err := addHook(h); err != nil {
+		if err := b.server.AddHook(h, nil); err != nil {
 			return nil, fmt.Errorf("broker: add hook %s: %w", h.ID(), err)
 		}
 	}
@@ -271,16 +265,18 @@ func New(opts Options) (*Broker, error) {
 	// refused, as the other hooks will see it.
 	b.flow = newFlowControl(b.server, opts.Limits, opts.Hooks,
 		counter("client disconnected: cannot keep up with the messages for it", "disconnected", "from"), opts.Logger)
-	if err := addHook(b.flow); err != nil {
+	if err := b.server.AddHook(b.flow, nil); err != nil {
 		return nil, fmt.Errorf("broker: add flow control hook: %w", err)
 	}
 	// After the flow control, so that it writes only what every other
 	// hook has let through and the window has made room for.
 	if !opts.noFastPath {
-		if b.fast = newFastPath(b.server, b.auth, b.flow, hooks, opts.Limits); b.fast == nil {
+		if b.fast = newFastPath(b.server, b.auth, b.flow, opts.Limits); b.fast == nil {
 			opts.Logger.Warn("fast publish path off: this Mochi version's client state is not the one it was written for")
 		} else if err := b.server.AddHook(b.fast, nil); err != nil {
 			return nil, fmt.Errorf("broker: add fast path hook: %w", err)
+		} else {
+			b.flow.subscribers = b.fast.subscribers
 		}
 	}
 

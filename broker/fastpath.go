@@ -13,34 +13,34 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// The fast publish path: a PUBLISH for a few connected subscribers is
-// written to each of them from the publisher's own connection goroutine,
-// during OnPublish, instead of being handed to Mochi's writer goroutine of
-// each subscriber through its outbound queue. It saves what a profile of
-// Mochi's fan-in shows as most of its cost: the subscriber lookup, which
-// rebuilds maps for every message (a cache of the subscribers of each
-// topic here), the hand-off to another goroutine, and the copies; and a
-// slow subscriber now slows its publishers down (TCP) instead of losing
-// QoS 0 messages when its queue is full.
+// The fast publish path: a QoS 0 PUBLISH for a few connected subscribers
+// is written to each of them from the publisher's own connection
+// goroutine, during OnPublish, instead of being handed to Mochi's writer
+// goroutine of each subscriber through its outbound queue. It saves what a
+// profile of Mochi's fan-in shows as most of its cost: the subscriber
+// lookup, which rebuilds maps for every message (a cache of the
+// subscribers of each topic here, which flowControl uses too), the
+// hand-off to another goroutine, and the copies; and a slow subscriber now
+// slows its publishers down (TCP) instead of losing QoS 0 messages when
+// its queue is full.
 //
 // Everything the fast path does not handle goes Mochi's own way (OnPublish
 // lets the message through, Mochi routes it), so that each of these keeps
-// its meaning by construction: retained messages (Mochi keeps and stores
-// them), shared subscriptions (flowControl picks the member), inline
-// subscriptions, subscribers that use topic aliases, subscribers that are
-// connecting or resuming a session (their session is resent first),
-// messages of Mochi's inline client, and fan-outs larger than maxInline
-// (Mochi's writer goroutines then write in parallel). Wills and $SYS never
-// pass OnPublish.
+// its meaning by construction: QoS 1/2 publishes (measured: written inline
+// they were slower under fan-in than Mochi's writer, which coalesces the
+// writes of a busy queue; flowControl holds them), retained messages
+// (Mochi keeps and stores them), shared subscriptions (flowControl picks
+// the member), inline subscriptions, subscribers that use topic aliases,
+// subscribers that are connecting or resuming a session (their session is
+// resent first), messages of Mochi's inline client, and fan-outs larger
+// than maxInline (Mochi's writer goroutines then write in parallel). Wills
+// and $SYS never pass OnPublish.
 //
-// For what it handles it does what Mochi's publishToClient does, in the
-// same order: no-local, the read check (authHook), retain flag, the
-// subscription identifiers, the QoS of the subscription, a packet
-// identifier and the session's record of a QoS 1/2 message (told to the
-// storage hooks before it is written), the client's send quota (Receive
-// Maximum), message expiry (WritePacket), and it then tells Mochi to
-// skip its own routing (CodeSuccessIgnore: Mochi still acknowledges the
-// publisher and calls OnPublished).
+// For what it handles it does what Mochi's publishToClient does for a QoS
+// 0 message that is not retained, in the same order: no-local, the read
+// check (authHook), the subscription identifiers, message expiry
+// (WritePacket); and it then tells Mochi to skip its own routing
+// (CodeSuccessIgnore: Mochi still calls OnPublished).
 //
 // Order. A publisher's messages reach each subscriber in the order it sent
 // them: its own goroutine writes them one after the other, and one it
@@ -51,20 +51,16 @@ import (
 //
 // Slow subscribers. A write blocks its publisher while the subscriber's
 // socket is full: that is the flow control of QoS 0. It is bounded by
-// Limits.SlowClientTimeout: a write that has not finished by then, or a
-// queue that has not emptied, gets the subscriber disconnected as too slow
-// (flowControl.evict), which ends the write; the publisher goes on. A QoS
-// 0 message left to Mochi waits for room in each subscriber's outbound
-// queue, so that it is not dropped, bounded the same way.
+// Limits.SlowClientTimeout: a write that has not finished by then gets the
+// subscriber disconnected as too slow (flowControl.evict), which ends the
+// write; the publisher goes on. A QoS 0 message left to Mochi waits for
+// room in each subscriber's outbound queue, so that it is not dropped,
+// bounded the same way.
 type fastPath struct {
 	mqtt.HookBase
 	server *mqtt.Server
 	auth   *authHook
 	flow   *flowControl
-	// hooks are every hook the server has, in its order, for the events
-	// of a delivery Mochi would send them (OnQosPublish,
-	// OnPacketIDExhausted).
-	hooks []mqtt.Hook
 	// maxInline is the largest fan-out written inline.
 	maxInline int
 	// stall is Limits.SlowClientTimeout; queueCap is Limits.MaxQueued.
@@ -95,6 +91,8 @@ type route struct {
 	// subscriptions, or more than maxInline subscribers).
 	mochi   bool
 	targets []target
+	// subs is what the index said, for flowControl (read only).
+	subs *mqtt.Subscribers
 }
 
 // target is one subscriber of a route.
@@ -108,11 +106,10 @@ type target struct {
 
 // mochiFields are the offsets of the fields of Mochi's client state the
 // fast path reads and Mochi does not export: the count of packets in a
-// client's outbound queue (not yet written) and its send quota. They
-// exist in the version pimqtt pins (v2.7.9); if a later version lacks
-// them, the fast path is off (see newFastPath).
+// client's outbound queue (not yet written). It exists in the version pimqtt pins (v2.7.9); if a later version lacks
+// it, the fast path is off (see newFastPath).
 type mochiFields struct {
-	outboundQty, sendQuota, maxSendQuota uintptr
+	outboundQty uintptr
 }
 
 func findMochiFields() (mochiFields, bool) {
@@ -124,10 +121,7 @@ func findMochiFields() (mochiFields, bool) {
 		}
 		return ok && f.Type.Kind() == reflect.Int32
 	}
-	ok := field(reflect.TypeFor[mqtt.ClientState](), "outboundQty", &m.outboundQty) &&
-		field(reflect.TypeFor[mqtt.Inflight](), "sendQuota", &m.sendQuota) &&
-		field(reflect.TypeFor[mqtt.Inflight](), "maximumSendQuota", &m.maxSendQuota)
-	return m, ok
+	return m, field(reflect.TypeFor[mqtt.ClientState](), "outboundQty", &m.outboundQty)
 }
 
 // queued is how many packets Mochi has queued for cl and not yet
@@ -136,17 +130,9 @@ func (m mochiFields) queued(cl *mqtt.Client) int32 {
 	return atomic.LoadInt32((*int32)(unsafe.Add(unsafe.Pointer(&cl.State), m.outboundQty)))
 }
 
-// sendQuotaEmpty reports what Mochi's publishToClient checks before it
-// holds a QoS 1/2 message back: the client's Receive Maximum is used up.
-func (m mochiFields) sendQuotaEmpty(in *mqtt.Inflight) bool {
-	p := unsafe.Pointer(in)
-	return atomic.LoadInt32((*int32)(unsafe.Add(p, m.sendQuota))) == 0 &&
-		atomic.LoadInt32((*int32)(unsafe.Add(p, m.maxSendQuota))) > 0
-}
-
 // newFastPath returns the fast path, or nil when this Mochi's client state
 // does not have the fields it reads.
-func newFastPath(server *mqtt.Server, auth *authHook, flow *flowControl, hooks []mqtt.Hook, limits Limits) *fastPath {
+func newFastPath(server *mqtt.Server, auth *authHook, flow *flowControl, limits Limits) *fastPath {
 	m, ok := findMochiFields()
 	if !ok {
 		return nil
@@ -155,7 +141,6 @@ func newFastPath(server *mqtt.Server, auth *authHook, flow *flowControl, hooks [
 		server:    server,
 		auth:      auth,
 		flow:      flow,
-		hooks:     hooks,
 		maxInline: defaultMaxInline,
 		stall:     limits.slowClientTimeout(),
 		queueCap:  limits.MaxQueued,
@@ -200,7 +185,7 @@ func (h *fastPath) routeOf(topic string) *route {
 	// Read before the index: a change made while it is read bumps gen
 	// past the route's.
 	subs := h.server.Topics.Subscribers(topic)
-	r = &route{gen: gen}
+	r = &route{gen: gen, subs: subs}
 	switch {
 	case len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0:
 		r.mochi = true
@@ -248,16 +233,14 @@ type delivery struct {
 // after every other hook has let the message through and flowControl has
 // made room for it.
 func (h *fastPath) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline || pk.FixedHeader.Retain || pk.Ignore {
+	if cl.Net.Inline || pk.FixedHeader.Retain || pk.Ignore || pk.FixedHeader.Qos > 0 {
 		return pk, nil
 	}
 	r := h.routeOf(pk.TopicName)
 	var buf [defaultMaxInline]delivery
 	ds, inline := h.deliveries(r, buf[:0])
 	if !inline {
-		if pk.FixedHeader.Qos == 0 {
-			h.awaitRoom(cl, ds)
-		}
+		h.awaitRoom(cl, ds)
 		return pk, nil
 	}
 	pub := h.flow.flowOf(cl)
@@ -309,22 +292,12 @@ func (h *fastPath) deliver(pub *clientFlow, d delivery, pk, base packets.Packet)
 	if !h.auth.OnACLCheck(cl, pk.TopicName, false) {
 		return
 	}
-	out := base
-	out.FixedHeader.Retain = false // retained messages go Mochi's way
+	out := base // QoS 0, not retained: the subscription's QoS and retain-as-published change nothing
 	if len(d.t.subIDs) > 0 {
 		out.Properties.SubscriptionIdentifier = d.t.subIDs
 	}
-	if out.FixedHeader.Qos > sub.Qos {
-		out.FixedHeader.Qos = sub.Qos
-	}
-	if maxQoS := h.server.Options.Capabilities.MaximumQos; out.FixedHeader.Qos > maxQoS {
-		out.FixedHeader.Qos = maxQoS
-	}
-	if out.FixedHeader.Qos > 0 && !h.record(cl, pk, &out) {
-		return
-	}
 	if d.f == nil || cl.Net.Conn == nil || cl.Closed() {
-		return // a QoS 1/2 message stays in the session
+		return // as Mochi: a QoS 0 message for a client away is dropped
 	}
 	if pub != nil {
 		pub.inlineTo.Store(d.f)
@@ -334,45 +307,6 @@ func (h *fastPath) deliver(pub *clientFlow, d delivery, pk, base packets.Packet)
 	if pub != nil {
 		pub.inlineTo.Store(nil)
 	}
-}
-
-// record gives a QoS 1/2 copy its packet identifier and puts it in cl's
-// session, as Mochi's publishToClient does; false if Mochi would drop it
-// or hold it back (Receive Maximum reached) rather than send it now.
-func (h *fastPath) record(cl *mqtt.Client, pk packets.Packet, out *packets.Packet) bool {
-	if cl.State.Inflight.Len() >= int(h.server.Options.Capabilities.MaximumInflight) {
-		atomic.AddInt64(&h.server.Info.InflightDropped, 1)
-		h.server.Log.Warn("client store quota reached", "client", cl.ID, "listener", cl.Net.Listener)
-		return false
-	}
-	id, err := cl.NextPacketID()
-	if err != nil {
-		for _, hk := range h.hooks {
-			if hk.Provides(mqtt.OnPacketIDExhausted) {
-				hk.OnPacketIDExhausted(cl, pk)
-			}
-		}
-		atomic.AddInt64(&h.server.Info.InflightDropped, 1)
-		h.server.Log.Warn("packet ids exhausted", "error", err, "client", cl.ID, "listener", cl.Net.Listener)
-		return false
-	}
-	out.PacketID = uint16(id)
-	held := h.mochi.sendQuotaEmpty(cl.State.Inflight)
-	if cl.State.Inflight.Set(*out) {
-		atomic.AddInt64(&h.server.Info.Inflight, 1)
-		for _, hk := range h.hooks {
-			if hk.Provides(mqtt.OnQosPublish) {
-				hk.OnQosPublish(cl, *out, out.Created, 0)
-			}
-		}
-		cl.State.Inflight.DecreaseSendQuota()
-	}
-	if held {
-		out.Expiry = -1 // Mochi sends it when the client acknowledges another
-		cl.State.Inflight.Set(*out)
-		return false
-	}
-	return true
 }
 
 // awaitRoom waits until each connected subscriber of a QoS 0 message Mochi
@@ -451,3 +385,7 @@ func (h *fastPath) watch(stop <-chan struct{}) {
 		}
 	}
 }
+
+// subscribers is Mochi's TopicsIndex.Subscribers from the cache, for
+// flowControl; the result must not be changed.
+func (h *fastPath) subscribers(topic string) *mqtt.Subscribers { return h.routeOf(topic).subs }
