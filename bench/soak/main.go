@@ -27,15 +27,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
-	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -45,6 +42,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/pimqtt/pimqtt/bench/load"
+	"github.com/pimqtt/pimqtt/bench/proc"
 	"github.com/pimqtt/pimqtt/broker"
 )
 
@@ -185,7 +183,7 @@ func (r report) print(out io.Writer) {
 		fmt.Fprintf(out, "broker: %+v\n", *r.drops)
 	}
 	if len(r.warnings) > 0 {
-		fmt.Fprintf(out, "broker warnings (first %d at most):\n", maxWarnings)
+		fmt.Fprintln(out, "broker warnings (the first ones):")
 		for _, w := range r.warnings {
 			fmt.Fprintln(out, "  "+w)
 		}
@@ -238,7 +236,8 @@ func (p *inProcess) name() string {
 	return "in this process (memory and goroutines include the clients)"
 }
 func (p *inProcess) rssKiB() (int64, bool) {
-	return procStatusKiB("/proc/self/status", "VmRSS")
+	n, err := proc.RSSKiB(0)
+	return n, err == nil
 }
 func (p *inProcess) goroutines() (int64, bool)   { return int64(runtime.NumGoroutine()), true }
 func (p *inProcess) drops() (broker.Drops, bool) { return p.b.Dropped(), true }
@@ -249,23 +248,13 @@ func (p *inProcess) warnings() []string { return nil }
 
 // binary is a pimqtt process.
 type binary struct {
-	cmd     *exec.Cmd
-	path    string
-	address string
+	*proc.Pimqtt
+	dir     string // its data directory, removed by close
 	sys     paho.Client
 	mu      sync.Mutex
 	threads int64 // from $SYS/broker/system/threads
 	fresh   bool  // threads arrived since goroutines last read it
-	// logged are the broker's first warning and error log lines.
-	logged []string
-	exited chan struct{}
 }
-
-// maxWarnings bounds the broker log lines a report shows.
-const maxWarnings = 20
-
-// listeningLine finds the TCP listener's bound address in pimqtt's log.
-var listeningLine = regexp.MustCompile(`msg=listening .*kind=tcp addr=(\S+)`)
 
 func startBinary(ctx context.Context, path string, args []string, maxClients int) (*binary, error) {
 	dir, err := os.MkdirTemp("", "pimqtt-soak")
@@ -274,54 +263,17 @@ func startBinary(ctx context.Context, path string, args []string, maxClients int
 	}
 	// The data directory exists: pimqtt stores sessions there unless
 	// told otherwise (--persistence=false).
-	cmd := exec.Command(path, append([]string{"--mode", "broker", "--listen", "127.0.0.1:0", "--ws-listen", "", "--http-listen", "",
-		"--data-dir", dir, "--max-clients", strconv.Itoa(maxClients), "--max-pending", strconv.Itoa(maxClients), "--log-level", "info"}, args...)...)
-	stderr, err := cmd.StderrPipe()
+	p, err := proc.StartPimqtt(ctx, path, append([]string{"--mode", "broker", "--listen", "127.0.0.1:0", "--ws-listen", "", "--http-listen", "",
+		"--data-dir", dir, "--max-clients", strconv.Itoa(maxClients), "--max-pending", strconv.Itoa(maxClients), "--log-level", "info"}, args...), "tcp")
 	if err != nil {
+		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", path, err)
-	}
-	b := &binary{cmd: cmd, path: path, exited: make(chan struct{})}
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			if m := listeningLine.FindStringSubmatch(line); m != nil {
-				select {
-				case found <- m[1]:
-				default:
-				}
-			}
-			if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
-				b.mu.Lock()
-				if len(b.logged) < maxWarnings {
-					b.logged = append(b.logged, line)
-				}
-				b.mu.Unlock()
-			}
-		}
-		_ = cmd.Wait()
-		_ = os.RemoveAll(dir)
-		close(b.exited)
-	}()
-	select {
-	case b.address = <-found:
-	case <-b.exited:
-		return nil, fmt.Errorf("%s exited before listening", path)
-	case <-time.After(30 * time.Second):
-		b.close()
-		return nil, fmt.Errorf("%s: no \"listening\" log line after 30 s", path)
-	case <-ctx.Done():
-		b.close()
-		return nil, ctx.Err()
-	}
-	b.sys = paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.address).SetClientID("soak-sys").SetAutoReconnect(false))
+	b := &binary{Pimqtt: p, dir: dir}
+	b.sys = paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.addr()).SetClientID("soak-sys").SetAutoReconnect(false))
 	if tok := b.sys.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		b.close()
-		return nil, fmt.Errorf("connect to %s: %v", b.address, tok.Error())
+		return nil, fmt.Errorf("connect to %s: %v", b.addr(), tok.Error())
 	}
 	// Retained: the first value is from before the clients connect.
 	b.sys.Subscribe("$SYS/broker/system/threads", 0, func(_ paho.Client, m paho.Message) {
@@ -334,12 +286,13 @@ func startBinary(ctx context.Context, path string, args []string, maxClients int
 	return b, nil
 }
 
-func (b *binary) addr() string { return b.address }
+func (b *binary) addr() string { return b.Addr("tcp") }
 func (b *binary) name() string {
-	return strings.Join(b.cmd.Args, " ") + " (pid " + strconv.Itoa(b.cmd.Process.Pid) + ")"
+	return strings.Join(b.Args(), " ") + " (pid " + strconv.Itoa(b.PID()) + ")"
 }
 func (b *binary) rssKiB() (int64, bool) {
-	return procStatusKiB(fmt.Sprintf("/proc/%d/status", b.cmd.Process.Pid), "VmRSS")
+	n, err := proc.RSSKiB(b.PID())
+	return n, err == nil
 }
 
 // goroutines is the broker's count from $SYS, once per new value: pimqtt
@@ -352,37 +305,13 @@ func (b *binary) goroutines() (int64, bool) {
 	return b.threads, fresh
 }
 func (b *binary) drops() (broker.Drops, bool) { return broker.Drops{}, false }
-func (b *binary) warnings() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]string(nil), b.logged...)
-}
+func (b *binary) warnings() []string          { return b.Warnings() }
 func (b *binary) close() {
 	if b.sys != nil {
 		b.sys.Disconnect(100)
 	}
-	_ = b.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-b.exited:
-	case <-time.After(15 * time.Second):
-		_ = b.cmd.Process.Kill()
-		<-b.exited
-	}
-}
-
-// procStatusKiB reads one "Name: N kB" line of a /proc status file.
-func procStatusKiB(path, name string) (int64, bool) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return 0, false
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == name+":" {
-			n, err := strconv.ParseInt(f[1], 10, 64)
-			return n, err == nil
-		}
-	}
-	return 0, false
+	b.Close()
+	_ = os.RemoveAll(b.dir)
 }
 
 // sample is one measurement.
