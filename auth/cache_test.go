@@ -166,7 +166,9 @@ func TestCheckCacheConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan string, workers*rounds)
 	for w := range workers {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			for r := range rounds {
 				user, right := "legacy", "hunter2"
 				if (w+r)%5 == 0 {
@@ -179,7 +181,7 @@ func TestCheckCacheConcurrent(t *testing.T) {
 					errs <- fmt.Sprintf("worker %d: %s's wrong password passed", w, user)
 				}
 			}
-		})
+		}()
 	}
 	wg.Wait()
 	close(errs)

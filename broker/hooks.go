@@ -1,7 +1,7 @@
 package broker
 
 import (
-	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -63,11 +63,15 @@ func (h *authHook) refuseCredentials(cl *mqtt.Client) error {
 	return refuseConnect(h.server, cl, badCredentialsV3, packets.ErrBadUsernameOrPassword)
 }
 
+// Provides is asked by Mochi before every call of every hook, for every
+// packet: a switch, not a search.
 func (h *authHook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketRead,
-		mqtt.OnPublish, mqtt.OnSubscribed, mqtt.OnWill, mqtt.OnDisconnect,
-	}, []byte{b})
+	switch b {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketRead,
+		mqtt.OnPublish, mqtt.OnSubscribed, mqtt.OnWill, mqtt.OnDisconnect:
+		return true
+	}
+	return false
 }
 
 // MQTT 3.1.1 refusal codes. Mochi maps "bad user name or password" to
@@ -177,6 +181,16 @@ func clientAttrs(cl *mqtt.Client, user string) []any {
 		attrs = append(attrs, clientTextAttrs("user", user)...)
 	}
 	return append(attrs, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
+}
+
+// appendClientAttrs is clientAttrs as slog attributes, for the lines
+// written for every client.
+func appendClientAttrs(attrs []slog.Attr, cl *mqtt.Client, user string) []slog.Attr {
+	attrs = appendClientText(attrs, "client", cl.ID)
+	if user != "" {
+		attrs = appendClientText(attrs, "user", user)
+	}
+	return append(attrs, slog.String("remote", cl.Net.Remote), slog.String("listener", cl.Net.Listener))
 }
 
 // remoteHost is the host part of a remote address, the key refusals are
@@ -306,13 +320,28 @@ func (h *logHook) Provides(b byte) bool {
 	return b == mqtt.OnSessionEstablished || b == mqtt.OnDisconnect
 }
 
+// OnSessionEstablished and OnDisconnect run for every client: the lines
+// are built as attributes (no []any of boxed values) and only when the
+// level is on.
 func (h *logHook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
-	h.log.Info("client connected", append(clientAttrs(cl, string(cl.Properties.Username)),
-		"protocol", cl.Properties.ProtocolVersion, "keepalive", cl.State.Keepalive)...)
+	ctx := context.Background()
+	if !h.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	var buf [8]slog.Attr
+	attrs := appendClientAttrs(buf[:0], cl, string(cl.Properties.Username))
+	attrs = append(attrs, slog.Int("protocol", int(cl.Properties.ProtocolVersion)), slog.Int("keepalive", int(cl.State.Keepalive)))
+	h.log.LogAttrs(ctx, slog.LevelInfo, "client connected", attrs...)
 }
 
 func (h *logHook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
-	h.log.Info("client disconnected", append(clientAttrs(cl, ""), "reason", errText(err))...)
+	ctx := context.Background()
+	if !h.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	var buf [8]slog.Attr
+	attrs := append(appendClientAttrs(buf[:0], cl, ""), slog.String("reason", errText(err)))
+	h.log.LogAttrs(ctx, slog.LevelInfo, "client disconnected", attrs...)
 }
 
 func errText(err error) string {

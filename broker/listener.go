@@ -276,24 +276,24 @@ type guardedConn struct {
 	closing   atomic.Bool
 	closeOnce sync.Once
 
-	pendingOnce sync.Once
-	pendingDone func()
-	slot        atomic.Bool // holds a client slot
+	// pending is set while the connection counts in guard.pending (never
+	// for the trusted listener's).
+	pending atomic.Bool
+	slot    atomic.Bool // holds a client slot
 }
 
 func newGuardedConn(conn net.Conn, guard *connGuard, trusted bool, wg *sync.WaitGroup) *guardedConn {
 	c := &guardedConn{Conn: conn, guard: guard, maxFirst: guard.limits.MaxConnectSize, wg: wg}
-	c.pendingDone = func() { guard.pending.Add(-1) }
-	if trusted {
-		c.pendingDone = func() {}
-	}
+	c.pending.Store(!trusted)
 	return c
 }
 
 // release marks the connection as no longer pending and gives back its
 // client slot (idempotent).
 func (c *guardedConn) release() {
-	c.pendingOnce.Do(c.pendingDone)
+	if c.pending.CompareAndSwap(true, false) {
+		c.guard.pending.Add(-1)
+	}
 	if c.slot.CompareAndSwap(true, false) {
 		c.guard.clients.Add(-1)
 	}

@@ -171,6 +171,9 @@ const maxLoggedBytes = 64
 // strconv.Quote escapes (without the quotes), so the result is valid,
 // printable UTF-8 whatever the client sent.
 func clientText(s string) string {
+	if plainText(s) {
+		return s // nothing to cut or escape: most client ids and names
+	}
 	if len(s) > maxLoggedBytes {
 		cut := maxLoggedBytes
 		for cut > 0 && !utf8.RuneStart(s[cut]) {
@@ -183,6 +186,29 @@ func clientText(s string) string {
 	}
 	q := strconv.QuoteToGraphic(s)
 	return q[1 : len(q)-1]
+}
+
+// plainText reports whether clientText would return s unchanged: short,
+// printable ASCII, nothing strconv.Quote escapes.
+func plainText(s string) bool {
+	if len(s) > maxLoggedBytes {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// appendClientText is clientTextAttrs as slog attributes.
+func appendClientText(attrs []slog.Attr, name, s string) []slog.Attr {
+	attrs = append(attrs, slog.String(name, clientText(s)))
+	if len(s) > maxLoggedBytes {
+		attrs = append(attrs, slog.Int(name+"_bytes", len(s)))
+	}
+	return attrs
 }
 
 // clientTextAttrs returns the slog attributes for a string a client chose:

@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -135,6 +136,25 @@ func TestClientText(t *testing.T) {
 		}
 		if !utf8.ValidString(got) {
 			t.Errorf("clientText(%.20q…) = %q: not valid UTF-8", tc.in, got)
+		}
+	}
+}
+
+// TestClientTextPlain: the fast path for text that needs no escaping
+// gives what strconv.QuoteToGraphic would, for every byte and at the
+// length limit.
+func TestClientTextPlain(t *testing.T) {
+	quoted := func(s string) string { q := strconv.QuoteToGraphic(s); return q[1 : len(q)-1] }
+	for c := range 256 {
+		s := "id" + string([]byte{byte(c)})
+		if got, want := clientText(s), quoted(s); got != want {
+			t.Errorf("clientText(%q) = %q, want %q", s, got, want)
+		}
+	}
+	for _, n := range []int{maxLoggedBytes - 1, maxLoggedBytes, maxLoggedBytes + 1} {
+		s := strings.Repeat("x", n)
+		if got, want := clientText(s), s[:min(n, maxLoggedBytes)]; got != want {
+			t.Errorf("clientText of %d bytes = %d bytes, want %d", n, len(got), len(want))
 		}
 	}
 }
