@@ -57,7 +57,7 @@ func main() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.total())
 	defer cancel()
-	if err := run(ctx, cfg, os.Stdout, os.Stderr); err != nil {
+	if _, err := run(ctx, cfg, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -273,24 +273,24 @@ func raiseFileLimit(clients int) error {
 }
 
 // run measures every scenario with both brokers, reps times, printing
-// progress to progress and the table to out.
-func run(ctx context.Context, cfg config, out, progress io.Writer) error {
+// progress to progress and the table to out, which it also returns.
+func run(ctx context.Context, cfg config, out, progress io.Writer) (*table, error) {
 	if err := raiseFileLimit(cfg.clients); err != nil {
-		return err
+		return nil, err
 	}
 	e, err := newEnv(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer e.close()
 	if cfg.cpuProfile != "" {
 		f, err := os.Create(cfg.cpuProfile)
 		if err != nil {
-			return fmt.Errorf("-cpuprofile: %w", err)
+			return nil, fmt.Errorf("-cpuprofile: %w", err)
 		}
 		defer f.Close()
 		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("-cpuprofile: %w", err)
+			return nil, fmt.Errorf("-cpuprofile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
 	}
@@ -310,7 +310,7 @@ func run(ctx context.Context, cfg config, out, progress io.Writer) error {
 					failures = append(failures, msg)
 					fmt.Fprintln(progress, "FAILED", msg)
 					if ctx.Err() != nil {
-						return fmt.Errorf("the run's deadline passed: %s", msg)
+						return tab, fmt.Errorf("the run's deadline passed: %s", msg)
 					}
 					continue
 				}
@@ -328,9 +328,9 @@ func run(ctx context.Context, cfg config, out, progress io.Writer) error {
 		for _, f := range failures {
 			fmt.Fprintln(out, "- "+f)
 		}
-		return fmt.Errorf("%d scenario runs failed", len(failures))
+		return tab, fmt.Errorf("%d scenario runs failed", len(failures))
 	}
-	return nil
+	return tab, nil
 }
 
 // runOne runs one scenario with one broker, started fresh unless the

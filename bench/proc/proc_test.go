@@ -40,3 +40,26 @@ func TestSelf(t *testing.T) {
 		t.Errorf("SelfCPUTime = %v, %v", cpu, err)
 	}
 }
+
+// TestCPUTimeAgrees: the threads' schedstat sum and /proc/PID/stat's
+// ticks tell the same CPU time, within the ticks' resolution.
+func TestCPUTimeAgrees(t *testing.T) {
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for x := 0; time.Now().Before(deadline); x++ { // burn some CPU
+	}
+	precise, err := CPUTime(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticks, err := parseStat(string(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := precise - ticks; diff < -3*clockTick || diff > 3*clockTick {
+		t.Errorf("schedstat sum %v, stat ticks %v: more than 3 ticks apart", precise, ticks)
+	}
+}
