@@ -303,7 +303,7 @@ func (h *fastPath) deliver(pub *clientFlow, d delivery, pk, base packets.Packet)
 		pub.inlineTo.Store(d.f)
 		pub.inlineWrites.Add(1)
 	}
-	_ = cl.WritePacket(out) // a failed write ends the connection: Mochi cleans up
+	_ = cl.WritePacket(out) // as Mochi's writer: an error (over the client's maximum packet size, a broken connection) drops this copy
 	if pub != nil {
 		pub.inlineTo.Store(nil)
 	}
@@ -311,7 +311,7 @@ func (h *fastPath) deliver(pub *clientFlow, d delivery, pk, base packets.Packet)
 
 // awaitRoom waits until each connected subscriber of a QoS 0 message Mochi
 // is about to route has room in its outbound queue, so that Mochi does not
-// drop the message (bounded as await).
+// drop the message (bounded, see awaitRoomFor).
 func (h *fastPath) awaitRoom(pub *mqtt.Client, ds []delivery) {
 	for _, d := range ds {
 		if d.f == nil || d.cl == pub || h.mochi.queued(d.cl) < h.queueCap {
