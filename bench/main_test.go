@@ -20,8 +20,9 @@ import (
 func TestBenchSmoke(t *testing.T) {
 	mqtttest.RequireTool(t, "mosquitto", "mosquitto")
 	mqtttest.RequireTool(t, "python3", "python3-paho-mqtt")
+	// The pimqtt of this tree, as a user builds it.
 	bin := filepath.Join(t.TempDir(), "pimqtt")
-	build := exec.Command("go", "build", "-o", bin, ".")
+	build := exec.Command(mqtttest.RequireTool(t, "go", "golang-go"), "build", "-o", bin, ".")
 	build.Dir = ".." // the repository root: package main of pimqtt
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build pimqtt: %v\n%s", err, out)
