@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -9,6 +11,7 @@ import (
 	"runtime/metrics"
 	"runtime/pprof"
 	"testing"
+	"time"
 )
 
 // idleMemory reads the runtime's heap and goroutine stack bytes in use.
@@ -29,11 +32,12 @@ func BenchmarkIdleClientMemory(b *testing.B) {
 	const idleClients = 500
 	for _, c := range []struct {
 		name     string
+		kind     string
 		password bool
-	}{{"anonymous", false}, {"password", true}} {
+	}{{"anonymous", TCP, false}, {"password", TCP, true}, {"websocket", WebSocket, false}} {
 		b.Run(c.name, func(b *testing.B) {
 			opts := Options{
-				Listeners: []ListenerConfig{{Kind: TCP, Addr: "127.0.0.1:0"}},
+				Listeners: []ListenerConfig{{Kind: c.kind, Addr: "127.0.0.1:0"}},
 				Logger:    slog.New(slog.NewTextHandler(discardWriter{}, nil)),
 				Limits:    DefaultLimits(),
 			}
@@ -50,27 +54,33 @@ func BenchmarkIdleClientMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 			br.OpenNetwork()
-			addr := listenerAddr(b, br, TCP)
+			addr := listenerAddr(b, br, c.kind)
 			for b.Loop() {
 				runtime.GC()
 				heap0, stacks0 := idleMemory()
 				g0 := runtime.NumGoroutine()
 				conns := make([]net.Conn, 0, idleClients)
 				for i := range idleClients {
-					conn, err := net.Dial("tcp", addr)
-					if err != nil {
-						b.Fatal(err)
-					}
-					cl := newRawClient(b, conn, 4)
 					pkt := connectFor(4, fmt.Sprintf("idle-%d", i))
 					if c.password {
 						u := connectBenchUsers[i%len(connectBenchUsers)]
 						pkt = connectWithPassword(fmt.Sprintf("idle-%d", i), u, u)
 					}
-					if err := cl.write(pkt); err != nil {
+					conn, err := net.Dial("tcp", addr)
+					if err != nil {
 						b.Fatal(err)
 					}
-					cl.expect("CONNACK 0x00")
+					if c.kind == WebSocket {
+						if err := bareWebSocketConnect(conn, pkt); err != nil {
+							b.Fatal(err)
+						}
+					} else {
+						cl := newRawClient(b, conn, 4)
+						if err := cl.write(pkt); err != nil {
+							b.Fatal(err)
+						}
+						cl.expect("CONNACK 0x00")
+					}
 					conns = append(conns, conn)
 				}
 				_, stacks1 := idleMemory()
@@ -105,4 +115,46 @@ func writeHeapProfile(tb testing.TB, path string) {
 	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
 		tb.Fatal(err)
 	}
+}
+
+// bareWebSocketConnect upgrades conn to a WebSocket, sends connect in one
+// binary frame and reads the CONNACK frame, keeping no buffer of its own
+// (a WebSocket library's would be counted with the broker's).
+func bareWebSocketConnect(conn net.Conn, connect []byte) error {
+	_ = conn.SetDeadline(time.Now().Add(replyTimeout))
+	defer conn.SetDeadline(time.Time{})
+	req := "GET /mqtt HTTP/1.1\r\nHost: broker\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
+	if _, err := conn.Write([]byte(req)); err != nil {
+		return err
+	}
+	// The response, up to its blank line, one byte at a time: nothing
+	// after it may be consumed here.
+	var resp []byte
+	for !bytes.HasSuffix(resp, []byte("\r\n\r\n")) {
+		var one [1]byte
+		if _, err := io.ReadFull(conn, one[:]); err != nil {
+			return fmt.Errorf("upgrade response: %w", err)
+		}
+		resp = append(resp, one[0])
+	}
+	if !bytes.HasPrefix(resp, []byte("HTTP/1.1 101")) {
+		return fmt.Errorf("upgrade refused: %q", resp)
+	}
+	if len(connect) > 125 {
+		return fmt.Errorf("CONNECT of %d bytes: one short frame only", len(connect))
+	}
+	// A final binary frame, masked with a zero key (clients must mask).
+	frame := append([]byte{0x82, 0x80 | byte(len(connect)), 0, 0, 0, 0}, connect...)
+	if _, err := conn.Write(frame); err != nil {
+		return err
+	}
+	var ack [6]byte // frame header 82 04, CONNACK 20 02 00 00
+	if _, err := io.ReadFull(conn, ack[:]); err != nil {
+		return fmt.Errorf("CONNACK frame: %w", err)
+	}
+	if ack != [6]byte{0x82, 0x04, 0x20, 0x02, 0x00, 0x00} {
+		return fmt.Errorf("want a CONNACK 0x00 frame, got % x", ack)
+	}
+	return nil
 }

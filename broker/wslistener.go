@@ -18,6 +18,9 @@ import (
 	"github.com/pimqtt/pimqtt/wsnet"
 )
 
+// wsReadBuffer is the size of each WebSocket connection's read buffer.
+const wsReadBuffer = 1024
+
 // wsListener is a net.Listener whose connections are MQTT-over-WebSocket
 // upgrades served from a listener the caller already bound (TCP, or TLS
 // over TCP for wss), so a port conflict is a startup error rather than a
@@ -41,9 +44,16 @@ func newWSListener(ln net.Listener, f framing) *wsListener {
 		ln:        ln,
 		log:       f.log,
 		upgrader: websocket.Upgrader{
-			Subprotocols:    []string{wsnet.Subprotocol},
-			ReadBufferSize:  4096,
+			Subprotocols: []string{wsnet.Subprotocol},
+			// Per connection, for as long as it lasts: Mochi reads
+			// through a buffer of its own on top of this one, so a small
+			// one does (longer frames are read straight into Mochi's).
+			ReadBufferSize: wsReadBuffer,
+			// Write buffers are taken from a pool for each message and
+			// given back once it is written: an idle client holds none
+			// (4 KiB each before).
 			WriteBufferSize: 4096,
+			WriteBufferPool: &sync.Pool{},
 			// Authentication happens in CONNECT, not here; the Origin
 			// check only keeps pages from other sites out when asked to.
 			CheckOrigin: f.origins.check(f.guard),
