@@ -302,6 +302,7 @@ func run(ctx context.Context, cfg config, out, progress io.Writer) (*table, erro
 			if !cfg.only.MatchString(sc.name) {
 				continue
 			}
+			tab.ran(sc.rows)
 			for _, b := range brokers {
 				t0 := time.Now()
 				got, err := runOne(ctx, e, sc, b)

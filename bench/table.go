@@ -24,6 +24,7 @@ type row struct {
 	key, label string
 	kind       kind
 	samples    map[brokerName][]sample
+	ran        bool // a scenario that fills it ran, whether or not it failed
 }
 
 // table collects the samples of every row.
@@ -63,6 +64,14 @@ func (t *table) row(key string) *row {
 		}
 	}
 	panic("bench: no row " + key) // a scenario names its rows: a typo is a bug
+}
+
+// ran marks the rows of a scenario that ran, so that they print even if
+// every run failed.
+func (t *table) ran(keys []string) {
+	for _, k := range keys {
+		t.row(k).ran = true
+	}
 }
 
 func (t *table) add(key string, b brokerName, s sample) {
@@ -169,7 +178,7 @@ func (t *table) print(out io.Writer) {
 	fmt.Fprintln(out, "| scenario | mosquitto | pimqtt | pimqtt ÷ mosquitto | broker CPU, mosquitto / pimqtt | load generator CPU, with mosquitto / with pimqtt |")
 	fmt.Fprintln(out, "|---|---|---|---|---|---|")
 	for _, r := range t.rows {
-		if len(r.samples) == 0 {
+		if !r.ran {
 			continue // not run (-run)
 		}
 		m, p := r.median(mosquitto), r.median(pimqtt)
