@@ -88,9 +88,11 @@ func brokerProcess(path string) int {
 		return 1
 	}
 	b.OpenNetwork()
-	fmt.Printf("LISTENING %s\n", b.Addrs()[0].Addr)
+	// SIGTERM is caught before the parent learns the address: a SIGTERM
+	// sent right after "LISTENING" must close the store, not kill us.
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM)
+	fmt.Printf("LISTENING %s\n", b.Addrs()[0].Addr)
 	go func() {
 		_, _ = io.Copy(io.Discard, os.Stdin)
 		stop <- syscall.SIGTERM
