@@ -38,16 +38,17 @@ import (
 //
 // For what it handles it does what Mochi's publishToClient does for a QoS
 // 0 message that is not retained, in the same order: no-local, the read
-// check (authHook), the subscription identifiers, message expiry
-// (WritePacket); and it then tells Mochi to skip its own routing
+// check (authHook), the subscription identifiers, message expiry and
+// encoding (WritePacket's, in batcher.writePublish); and it then tells Mochi to skip its own routing
 // (CodeSuccessIgnore: Mochi still calls OnPublished).
 //
 // Order. A publisher's messages reach each subscriber in the order it sent
 // them: its own goroutine writes them one after the other, and one it
 // left to Mochi is in the subscriber's outbound queue until written, so a
 // message for a client whose queue is not empty goes Mochi's way, behind
-// what is queued. WritePacket takes the client's lock and appends to
-// Mochi's write buffer when it has one.
+// what is queued. The writes are batched (see batcher): a message
+// appended to a subscriber's batch is written before anything Mochi
+// writes to it afterwards.
 //
 // Slow subscribers. A write blocks its publisher while the subscriber's
 // socket is full: that is the flow control of QoS 0. It is bounded by
@@ -67,6 +68,8 @@ type fastPath struct {
 	stall    time.Duration
 	queueCap int32
 	mochi    mochiFields
+	// batch batches the writes to a subscriber (see batcher).
+	batch *batcher
 
 	// gen counts the changes of Mochi's topic index (subscriptions,
 	// sessions); a route made before the last one is not used.
@@ -102,6 +105,10 @@ type target struct {
 	// subIDs are the subscription identifiers a copy carries, as Mochi
 	// sets them: sorted, shared by every copy (never changed).
 	subIDs []int
+	// holder is the last client under id seen holding the subscription:
+	// the index names clients by id, and a client that took the id over
+	// since (a clean session) may not have subscribed.
+	holder *atomic.Pointer[mqtt.Client]
 }
 
 // mochiFields are the offsets of the fields of Mochi's client state the
@@ -134,7 +141,8 @@ func (m mochiFields) queued(cl *mqtt.Client) int32 {
 // does not have the fields it reads.
 func newFastPath(server *mqtt.Server, auth *authHook, flow *flowControl, limits Limits) *fastPath {
 	m, ok := findMochiFields()
-	if !ok {
+	batch := newBatcher(server)
+	if !ok || batch == nil {
 		return nil
 	}
 	return &fastPath{
@@ -145,6 +153,7 @@ func newFastPath(server *mqtt.Server, auth *authHook, flow *flowControl, limits 
 		stall:     limits.slowClientTimeout(),
 		queueCap:  limits.MaxQueued,
 		mochi:     m,
+		batch:     batch,
 		routes:    make(map[string]*route),
 	}
 }
@@ -193,7 +202,7 @@ func (h *fastPath) routeOf(topic string) *route {
 		r.mochi = len(subs.Subscriptions) > h.maxInline
 		r.targets = make([]target, 0, len(subs.Subscriptions))
 		for id, sub := range subs.Subscriptions {
-			t := target{id: id, sub: sub}
+			t := target{id: id, sub: sub, holder: new(atomic.Pointer[mqtt.Client])}
 			for _, n := range sub.Identifiers {
 				t.subIDs = append(t.subIDs, n)
 			}
@@ -267,6 +276,15 @@ func (h *fastPath) deliveries(r *route, ds []delivery) ([]delivery, bool) {
 		if !ok {
 			continue // as Mochi: a client it has forgotten gets nothing
 		}
+		if t.holder.Load() != cl {
+			// A route read just before a client reconnected clean
+			// under this id, used after: the new session has not
+			// subscribed and gets nothing.
+			if _, ok := cl.State.Subscriptions.Get(t.sub.Filter); !ok {
+				continue
+			}
+			t.holder.Store(cl)
+		}
 		d := delivery{t: t, cl: cl}
 		if cl.Net.Conn != nil && !cl.Closed() {
 			d.f = h.flow.flowOf(cl)
@@ -299,11 +317,13 @@ func (h *fastPath) deliver(pub *clientFlow, d delivery, pk, base packets.Packet)
 	if d.f == nil || cl.Net.Conn == nil || cl.Closed() {
 		return // as Mochi: a QoS 0 message for a client away is dropped
 	}
+	var progress *atomic.Uint64
 	if pub != nil {
 		pub.inlineTo.Store(d.f)
 		pub.inlineWrites.Add(1)
+		progress = &pub.inlineWrites
 	}
-	_ = cl.WritePacket(out) // as Mochi's writer: an error (over the client's maximum packet size, a broken connection) drops this copy
+	h.batch.writePublish(cl, out, progress)
 	if pub != nil {
 		pub.inlineTo.Store(nil)
 	}
