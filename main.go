@@ -23,6 +23,7 @@ import (
 
 	"github.com/pimqtt/pimqtt/config"
 	"github.com/pimqtt/pimqtt/gpio"
+	"github.com/pimqtt/pimqtt/systemd"
 )
 
 // version, when set at build time with -ldflags "-X main.version=...",
@@ -121,8 +122,17 @@ func runQR(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// serve runs the program until SIGINT or SIGTERM.
+// serve runs the program until SIGINT or SIGTERM. Under systemd
+// (Type=notify) it says READY=1 only once Run returned, i.e. the device
+// has subscribed and the listeners are open; RELOADING=1 and READY=1
+// around a SIGHUP reload; STOPPING=1 before shutdown; and it pings the
+// watchdog from the loop that handles the signals, so a wedged main loop
+// stops the pings.
 func serve(cfg config.Config, logger *slog.Logger, stderr io.Writer) int {
+	sd, err := systemd.New(os.Getenv, os.Getpid())
+	if err != nil {
+		logger.Warn("systemd watchdog", "error", err)
+	}
 	// Every signal pimqtt handles is caught before start-up begins: a
 	// SIGHUP from `systemctl reload` while the password file is still being
 	// read would otherwise end the process (Go's default for SIGHUP). A
@@ -153,15 +163,23 @@ func serve(cfg config.Config, logger *slog.Logger, stderr io.Writer) int {
 			fmt.Fprint(stderr, qr)
 		}
 	}
+	notified(logger, "READY=1", sd.Ready(m.serviceStatus()))
+	watchdog, stopWatchdog := watchdogTicks(sd)
+	defer stopWatchdog()
 	for ctx.Err() == nil {
 		select {
 		case <-hup:
+			notified(logger, "RELOADING=1", sd.Reloading())
 			if err := m.Reload(); err != nil {
 				logger.Error("reload failed; the previous password, ACL and certificate files stay in force", "error", err)
 			}
+			notified(logger, "READY=1", sd.Ready(m.serviceStatus()))
+		case <-watchdog:
+			notified(logger, "WATCHDOG=1", sd.Watchdog())
 		case <-ctx.Done():
 		}
 	}
+	notified(logger, "STOPPING=1", sd.Stopping())
 	logger.Info("shutting down")
 	if err := m.Close(); err != nil {
 		logger.Error("shutdown", "error", err)
