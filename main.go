@@ -127,7 +127,7 @@ func runQR(args []string, stdout, stderr io.Writer) int {
 // has subscribed and the listeners are open; RELOADING=1 and READY=1
 // around a SIGHUP reload; STOPPING=1 before shutdown; and it pings the
 // watchdog from the loop that handles the signals, so a wedged main loop
-// stops the pings.
+// (or a broker that accepts no connection) stops the pings.
 func serve(cfg config.Config, logger *slog.Logger, stderr io.Writer) int {
 	sd, err := systemd.New(os.Getenv, os.Getpid())
 	if err != nil {
@@ -164,7 +164,7 @@ func serve(cfg config.Config, logger *slog.Logger, stderr io.Writer) int {
 		}
 	}
 	notified(logger, "READY=1", sd.Ready(m.serviceStatus()))
-	watchdog, stopWatchdog := watchdogTicks(sd)
+	watchdog, interval, stopWatchdog := watchdogTicks(sd)
 	defer stopWatchdog()
 	for ctx.Err() == nil {
 		select {
@@ -175,7 +175,7 @@ func serve(cfg config.Config, logger *slog.Logger, stderr io.Writer) int {
 			}
 			notified(logger, "READY=1", sd.Ready(m.serviceStatus()))
 		case <-watchdog:
-			notified(logger, "WATCHDOG=1", sd.Watchdog())
+			m.pingWatchdog(ctx, sd, interval)
 		case <-ctx.Done():
 		}
 	}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"net"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/pimqtt/pimqtt/broker"
 	"github.com/pimqtt/pimqtt/config"
+	"github.com/pimqtt/pimqtt/systemd"
 )
 
 // notifySocket is the test's side of NOTIFY_SOCKET: it binds a unixgram
@@ -142,4 +145,37 @@ func TestSystemdNotify(t *testing.T) {
 	if code := p.wait(t); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
+}
+
+// TestWatchdogWithheld: the watchdog is pinged only while the broker
+// accepts connections; once it does not, the ping is withheld (and said
+// so in the log), so that systemd restarts a wedged pimqtt.
+func TestWatchdogWithheld(t *testing.T) {
+	sock := listenNotify(t)
+	m, logs := startMain(t, testConfig(""))
+	sd, err := systemd.New(func(k string) string { return map[string]string{"NOTIFY_SOCKET": sock.path}[k] }, os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	pings := 0
+	// A marker after each call shows what the call sent, without waiting
+	// for something that should not come.
+	check := func(wantPing bool) {
+		t.Helper()
+		m.pingWatchdog(ctx, sd, time.Second)
+		if err := sd.Status("marker"); err != nil {
+			t.Fatal(err)
+		}
+		pings = 0
+		if msg := sock.next(t, &pings); msg != "STATUS=marker\n" || (pings == 1) != wantPing {
+			t.Fatalf("%d pings before %q, want ping %v", pings, msg, wantPing)
+		}
+	}
+	check(true)
+	if err := m.broker.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check(false)
+	waitLog(t, logs, "withholding the systemd watchdog ping", "the broker accepts no connection")
 }
