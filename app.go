@@ -489,12 +489,22 @@ func (m *Main) deviceLines() ([]device.Output, []device.Input) {
 	return outputs, inputs
 }
 
-// closeLines leaves every output at 0, its defined state, and releases
-// the lines; the state file keeps the last commanded levels.
+// closeLines releases the lines; the state file keeps the last commanded
+// levels. Outputs with initial = restore are released without being driven,
+// so a restart does not switch what they drive (openLines requests them again
+// at the remembered level); every other output is left at 0, its defined
+// state, first.
 func (m *Main) closeLines() error {
+	keep := make(map[string]bool)
+	for _, o := range m.Config.Outputs {
+		keep[o.Name] = o.Initial == config.InitialRestore
+	}
 	var errs []error
+	kept := 0
 	for name, line := range m.outputs {
-		if err := line.SetValue(0); err != nil {
+		if keep[name] {
+			kept++
+		} else if err := line.SetValue(0); err != nil {
 			errs = append(errs, fmt.Errorf("output %s: %w", name, err))
 		}
 		errs = append(errs, line.Close())
@@ -505,7 +515,8 @@ func (m *Main) closeLines() error {
 		errs = append(errs, in.Close())
 	}
 	m.inputs = nil
-	m.Logger.Info("lines released; outputs left at 0", "outputs", outputs, "inputs", inputs)
+	m.Logger.Info("lines released; outputs left at 0 except those with initial = restore, released at their level",
+		"outputs", outputs, "kept", kept, "inputs", inputs)
 	if m.store != nil {
 		errs = append(errs, m.store.Close())
 		m.store = nil

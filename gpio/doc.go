@@ -25,7 +25,7 @@
 // Pi model and kernel. Only "sim", and "auto" when no chip has GPIO21, give
 // a simulated line ([Sim]); every other failure is an error, never a
 // silent simulation. Hold the Output for the life of the process: after
-// Close the kernel may return the line to its default state.
+// Close the kernel decides what the pin does (see [Output]'s Close).
 //
 // # Inputs
 //

@@ -19,11 +19,17 @@ type Output interface {
 	// Value reads back the level the line is driven to.
 	Value() (int, error)
 
-	// Close releases the line. It does not change the level, but once the
-	// line is released the kernel may return it to its default state, so
-	// set the level you want to leave behind first. Close is idempotent:
-	// calls after the first return nil. SetValue and Value after Close
-	// return an error that wraps [ErrClosed].
+	// Close releases the line without driving it: the level is not
+	// changed. What the pin does once released is the kernel driver's
+	// choice: Raspberry Pi OS kernels keep a released output driven at its
+	// level (pinctrl_bcm2835/pinctrl_rp1 persist_gpio_outputs, on by
+	// default there); mainline pinctrl-bcm2835 by default, and Raspberry
+	// Pi OS with dtparam=strict_gpiod, turn it into an input, so the pin
+	// floats to its pull; gpio-sim sets it to its pull. So set the level you want
+	// to leave behind first, or request the line again at the same level
+	// (WithInitialValue) to carry a level across a restart. Close is
+	// idempotent: calls after the first return nil. SetValue and Value
+	// after Close return an error that wraps [ErrClosed].
 	Close() error
 
 	// String returns a human name for the line, e.g.
