@@ -161,8 +161,9 @@ func (m *Main) startBroker(context.Context) error {
 
 		MosquittoRefusalCodes: cfg.Broker.RefusalCodes == config.RefusalMosquitto,
 		Logger:                m.Logger.With("component", "broker"),
-		// With the device's 3 s goodbye, shutdown stays well inside
-		// systemd's TimeoutStopSec=15.
+		// With the page's 5 s, the device's 3 s goodbye and the broker's
+		// 1 s drain, pimqtt's own shutdown is bounded at about 14 s:
+		// dist/pimqtt.service's TimeoutStopSec=30 leaves a margin.
 		ShutdownTimeout: 5 * time.Second,
 	}
 	if cfg.Mode == config.ModeAll {
