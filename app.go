@@ -474,7 +474,8 @@ func (m *Main) deviceLines() ([]device.Output, []device.Input) {
 	}
 	for _, o := range cfg.Outputs {
 		topic := prefix + "/" + o.Name
-		outputs = append(outputs, device.Output{Name: o.Name, CommandTopic: topic, StateTopic: topic + "/state", Line: m.outputs[o.Name]})
+		outputs = append(outputs, device.Output{Name: o.Name, CommandTopic: topic, StateTopic: topic + "/state", Line: m.outputs[o.Name],
+			Keep: o.Initial == config.InitialRestore})
 	}
 	var inputs []device.Input
 	for i, in := range cfg.Inputs {

@@ -150,12 +150,15 @@ func TestVMEndToEnd(t *testing.T) {
 	sub.waitFor(t, "raspberry/door/state", "0")
 
 	// Restart: the relay and the fan (initial=restore) come back on, the LED
-	// (initial off) does not. On shutdown outputs go to 0 and say so before
-	// the broker stops, then are released: the sim shows the pulls again.
+	// (initial off) does not. On shutdown the LED goes to 0 and the restore
+	// outputs keep their level, and each says so before the broker stops;
+	// then the lines are released without being driven, and gpio-sim shows
+	// the pulls (TestVMRestoreAcrossRestart has a Pi's released line keep
+	// its level instead).
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	sub.waitFor(t, "raspberry/relay/state", "0")
+	sub.waitFor(t, "raspberry/led/state", "0")
 	for off, up := range pulls {
 		want := 0
 		if up {

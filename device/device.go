@@ -58,6 +58,11 @@ type Output struct {
 	StateTopic string
 	// Line is the line to drive. Required.
 	Line Line
+	// Keep makes Close leave the line at its level instead of driving it to 0, for an output
+	// whose level is to survive a restart of the program (initial = restore): the caller
+	// releases the line without driving it and requests it again at the remembered level, so
+	// an upgrade or a restart never switches what the line drives.
+	Keep bool
 }
 
 // Input is one line whose changes the device publishes.
@@ -243,6 +248,7 @@ type Device struct {
 type output struct {
 	name, commandTopic, stateTopic string
 	line                           Line
+	keep                           bool // Output.Keep
 	log                            *slog.Logger
 	dirty                          atomic.Bool // its state is to be published
 }
@@ -291,6 +297,7 @@ func New(opts Options) (*Device, error) {
 			commandTopic: o.CommandTopic,
 			stateTopic:   o.StateTopic,
 			line:         o.Line,
+			keep:         o.Keep,
 			log:          log.With("name", o.Name, "line", fmt.Sprint(o.Line)),
 		}
 		d.outputs = append(d.outputs, out)
@@ -392,9 +399,10 @@ func (d *Device) markReady() {
 }
 
 // Close shuts the device down. In order:
-//  1. every output is driven to 0, its defined safe state, and no command is applied
-//     afterwards (a caller wanting another safe state sets the line itself after Close); the
-//     StateStore is not told, so the levels remembered are the last commanded ones;
+//  1. every output is driven to 0, its defined safe state, except those with Output.Keep,
+//     which stay at their level; no command is applied afterwards (a caller wanting another
+//     safe state sets the line itself after Close); the StateStore is not told, so the levels
+//     remembered are the last commanded ones;
 //  2. input events stop being read (the input lines are not closed: the caller owns them);
 //  3. if connected, every output's state and {"status": "Off"} are published retained,
 //     waiting for the broker's acks at most until ctx is done;
@@ -420,7 +428,9 @@ func (d *Device) Close(ctx context.Context) error {
 	var lineErr error
 	finals := make([]final, len(d.outputs))
 	for i, o := range d.outputs {
-		if err := o.line.SetValue(0); err != nil {
+		if o.keep {
+			o.log.Info("line left at its level (kept across a restart)")
+		} else if err := o.line.SetValue(0); err != nil {
 			err = fmt.Errorf("device: drive output %s to 0: %w", o.name, err)
 			lineErr = errors.Join(lineErr, err)
 			o.log.Error("could not drive the line to its safe state", "err", err)
