@@ -54,13 +54,13 @@ func TestOutageFreesMessageIDs(t *testing.T) {
 	sw.swallow()
 	// The bound is on a stall, not on speed: under -race on a loaded
 	// machine 65535 publishes can take minutes (53497 in 115 s once).
-	deadline, last := time.Now().Add(waitTimeout), 0
+	deadline, last := time.Now().Add(3*waitTimeout), 0
 	for i := 0; sw.publishes.get() < 65535; i++ {
 		if n := sw.publishes.get(); n > last {
-			deadline, last = time.Now().Add(waitTimeout), n
+			deadline, last = time.Now().Add(3*waitTimeout), n
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("only %d publishes swallowed: none for %v", sw.publishes.get(), waitTimeout)
+			t.Fatalf("only %d publishes swallowed: none for %v", sw.publishes.get(), 3*waitTimeout)
 		}
 		in.send(t, i%2)
 	}
