@@ -119,9 +119,14 @@ func (d *Device) onConnectionLost(_ mqtt.Client, err error) {
 	}
 }
 
-// openConn is paho's custom open-connection function: the URL paho holds is a placeholder,
-// the real transport is d.dial.
-func (d *Device) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
+// openConn is paho's custom open-connection function: the URL paho holds is a placeholder
+// naming one of d.brokers (see placeholderBroker), whose Dial is the real transport.
+func (d *Device) openConn(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
+	var i int
+	if _, err := fmt.Sscanf(u.Hostname(), "broker-%d.", &i); err != nil || i < 0 || i >= len(d.brokers) {
+		return nil, fmt.Errorf("dial: %s is not one of the device's brokers", u.Redacted())
+	}
+	b := d.brokers[i]
 	// An attempt may still be under way when Close begins; a closing device dials nothing.
 	if err := d.ctx.Err(); err != nil {
 		return nil, fmt.Errorf("dial: device closing: %w", err)
@@ -130,8 +135,13 @@ func (d *Device) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 	defer cancel()
 	// Not wrapped with the broker's label: every device log line carries it already, and a
 	// dial error names its address itself.
-	conn, err := d.dial(ctx)
+	conn, err := b.Dial(ctx)
 	if err != nil {
+		if len(d.brokers) > 1 {
+			// paho keeps only the last broker's error; the others are said here.
+			d.log.Debug("broker unreachable, trying the next", "broker", b.Label, "err", err)
+			return nil, fmt.Errorf("%s: %w", b.Label, err)
+		}
 		return nil, err
 	}
 	d.connMu.Lock()
@@ -143,6 +153,7 @@ func (d *Device) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 		return nil, fmt.Errorf("dial: device closing: %w", err)
 	}
 	d.conn = conn
+	d.dialled.Store(int32(i))
 	return conn, nil
 }
 
@@ -150,7 +161,11 @@ func (d *Device) openConn(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 // here. The session is clean, so the subscriptions must be renewed every time, all in one
 // SUBSCRIBE; the status On and then every state follow from the publisher goroutine.
 func (d *Device) onConnect(c mqtt.Client) {
-	d.log.Info("connected to broker", "client_id", d.clientID)
+	if len(d.brokers) > 1 {
+		d.log.Info("connected to broker", "client_id", d.clientID, "broker", d.brokers[d.dialled.Load()].Label)
+	} else {
+		d.log.Info("connected to broker", "client_id", d.clientID)
+	}
 	// A round still pending from a connection that died before it ran must not close Ready
 	// before this connection's SUBACK.
 	d.flagsMu.Lock()

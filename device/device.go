@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,10 +108,17 @@ type DialFunc func(ctx context.Context) (net.Conn, error)
 
 // Options configure a Device. Zero values get the documented defaults.
 type Options struct {
-	// Dial opens connections to the broker. Required.
+	// Dial opens connections to the broker: the one-broker form of Brokers. Dial or Brokers
+	// is required.
 	Dial DialFunc
-	// BrokerLabel names the broker in logs only, e.g. "tcp://127.0.0.1:1883" or "in-process".
+	// BrokerLabel names Dial's broker in logs only, e.g. "tcp://127.0.0.1:1883" or
+	// "in-process".
 	BrokerLabel string
+	// Brokers are several brokers (a cluster's nodes, or a standby) in order of preference.
+	// Every connection attempt tries them in this order and takes the first that accepts the
+	// CONNECT, so when the broker in use dies the device fails over to the next one that is up
+	// and, at the next loss, comes back to the first that is up again.
+	Brokers []Broker
 	// Username and Password are sent in CONNECT when Username is non-empty.
 	Username, Password string
 	// ClientID defaults to "pimqtt-<hostname>".
@@ -137,6 +145,14 @@ type Options struct {
 	Telemetry *Telemetry
 	// Discovery, when set, publishes Home Assistant MQTT discovery; nil: none.
 	Discovery *Discovery
+}
+
+// Broker is one broker a device can connect to.
+type Broker struct {
+	// Label names the broker in logs only, e.g. "tcp://127.0.0.1:1883"; secrets redacted.
+	Label string
+	// Dial opens connections to it. Required.
+	Dial DialFunc
 }
 
 // Hints name the settings behind what a broker may refuse at CONNECT, in the words the user
@@ -181,16 +197,20 @@ const (
 	// its will may be published late or not at all. A moment lets the broker see the old
 	// connection close first when it can (in-memory pipe, TCP FIN).
 	reconnectGrace = time.Second
-	// placeholderBroker is what paho is told to connect to. The custom open-connection function
-	// ignores it and calls Dial; it must still parse as a URL and carry no user info, because
-	// paho would take credentials from it.
-	placeholderBroker = "tcp://pimqtt-device.invalid:1883"
+	// placeholderBroker is what paho is told to connect to, one per broker (%d is its index in
+	// Options.Brokers): paho walks its server list in order on every attempt, which is the
+	// failover, and hands the URL to the custom open-connection function, which calls that
+	// broker's Dial. It must parse as a URL and carry no user info, because paho would take
+	// credentials from it.
+	placeholderBroker = "tcp://broker-%d.pimqtt-device.invalid:1883"
 )
 
 // Device is the MQTT device: create it with New, then Start, and finally Close.
 type Device struct {
-	dial        DialFunc
-	label       string
+	brokers []Broker
+	// dialled is the index in brokers of the latest connection opened: the one paho goes on
+	// to CONNECT over, so onConnect can say which broker took it.
+	dialled     atomic.Int32
 	clientID    string
 	username    string
 	password    string
@@ -269,10 +289,13 @@ func New(opts Options) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := opts.Logger.With("broker", opts.BrokerLabel)
+	log := opts.Logger
+	if len(opts.Brokers) == 1 {
+		// One broker: every line names it. With several, the lines about connections do.
+		log = log.With("broker", opts.Brokers[0].Label)
+	}
 	d := &Device{
-		dial:        opts.Dial,
-		label:       opts.BrokerLabel,
+		brokers:     opts.Brokers,
 		clientID:    opts.ClientID,
 		username:    opts.Username,
 		password:    opts.Password,
@@ -341,9 +364,11 @@ func (d *Device) Start(ctx context.Context) error {
 		return errors.New("device: already started")
 	}
 
-	o := mqtt.NewClientOptions().
-		AddBroker(placeholderBroker).
-		SetCustomOpenConnectionFn(d.openConn).
+	o := mqtt.NewClientOptions()
+	for i := range d.brokers {
+		o.AddBroker(fmt.Sprintf(placeholderBroker, i))
+	}
+	o.SetCustomOpenConnectionFn(d.openConn).
 		SetClientID(d.clientID).
 		SetProtocolVersion(4). // 3.1.1 explicitly: no pointless 3.1 retry after a refused CONNECT
 		SetCleanSession(true).
@@ -373,8 +398,15 @@ func (d *Device) Start(ctx context.Context) error {
 		d.workers.Add(1)
 		go d.readInput(in, in.line.Events())
 	}
-	d.log.Info("connecting to broker", "client_id", d.clientID,
-		"outputs", len(d.outputs), "inputs", len(d.inputs), "status_topic", d.statusTopic)
+	attrs := []any{"client_id", d.clientID, "outputs", len(d.outputs), "inputs", len(d.inputs), "status_topic", d.statusTopic}
+	if len(d.brokers) > 1 {
+		labels := make([]string, len(d.brokers))
+		for i, b := range d.brokers {
+			labels[i] = b.Label
+		}
+		attrs = append(attrs, "brokers", strings.Join(labels, " "))
+	}
+	d.log.Info("connecting to broker", attrs...)
 	d.workers.Add(1)
 	go d.connectLoop(d.client)
 	return nil

@@ -19,8 +19,22 @@ const maxKeepAlive = 65535 * time.Second
 // default state topics are filled into a copy of opts.Outputs: the caller's slice is left as it
 // was.
 func normalize(opts Options) (Options, error) {
-	if opts.Dial == nil {
-		return opts, errors.New("device: Options.Dial is required")
+	switch {
+	case len(opts.Brokers) > 0 && opts.Dial != nil:
+		return opts, errors.New("device: set Options.Dial or Options.Brokers, not both")
+	case len(opts.Brokers) == 0 && opts.Dial == nil:
+		return opts, errors.New("device: Options.Dial (or Options.Brokers) is required")
+	case len(opts.Brokers) == 0:
+		opts.Brokers = []Broker{{Label: opts.BrokerLabel, Dial: opts.Dial}}
+	}
+	opts.Brokers = slices.Clone(opts.Brokers)
+	for i, b := range opts.Brokers {
+		if b.Dial == nil {
+			return opts, fmt.Errorf("device: Options.Brokers[%d] (%s) has no Dial", i, b.Label)
+		}
+		if b.Label == "" {
+			opts.Brokers[i].Label = fmt.Sprintf("broker %d", i+1)
+		}
 	}
 	if opts.Password != "" && opts.Username == "" {
 		// MQTT 3.1.1 forbids a password without a username (MQTT-3.1.2-22).
