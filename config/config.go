@@ -35,11 +35,52 @@ type Config struct {
 	// --output and --input flags), with topics under Device.Prefix.
 	Outputs []Output `toml:"output,omitempty"`
 	Inputs  []Input  `toml:"input,omitempty"`
+	// Bridges connect the embedded broker to remote brokers ([[bridge]];
+	// the --bridge flags; a mosquitto.conf's connection blocks).
+	Bridges []Bridge `toml:"bridge,omitempty"`
 
 	// origins says where each value that is not a default came from, so
 	// that errors found later (by Validate, or by the layer that opens a
 	// line) can point at the file position or the flag: see [Config.Wrap].
 	origins *origins
+}
+
+// Bridge is one [[bridge]]: the embedded broker's connection to a remote
+// broker (mosquitto's connection block), over which topics flow out, in or
+// both ways.
+type Bridge struct {
+	// Name names the connection in logs and in its retained state topic
+	// $SYS/broker/connection/NAME/state ("1" connected, "0" not).
+	Name string `toml:"name"`
+	// Addresses are the URLs of one remote broker (tcp://, mqtts://, ws://,
+	// wss://), e.g. a cluster's nodes, tried in order: the bridge fails over
+	// to the next when the one in use dies.
+	Addresses []string `toml:"address"`
+	// Topics are mosquitto's topic lines: "PATTERN [[[out|in|both] QOS]
+	// LOCAL_PREFIX REMOTE_PREFIX]"; direction out and QoS 0 by default.
+	Topics []string `toml:"topic"`
+	// Username is the bridge's user name at the remote.
+	Username string `toml:"username"`
+	// PasswordFile is a file whose first line is the bridge's password at
+	// the remote. The password itself is never a TOML key: see Password.
+	PasswordFile string `toml:"password_file"`
+	// Password is the bridge's password at the remote: from
+	// --bridge-password, else env PIMQTT_BRIDGE_PASSWORD, else
+	// PasswordFile, else an imported mosquitto.conf's remote_password.
+	// Never written out.
+	Password string `toml:"-"`
+	// ClientID is the bridge's client id at the remote; "" =
+	// HOSTNAME.NAME, as mosquitto's.
+	ClientID string `toml:"client_id"`
+	// CleanSession false (mosquitto's default) keeps the bridge's session
+	// at the remote while it is away, so QoS 1 messages for it wait there.
+	CleanSession bool `toml:"clean_session"`
+	// CAFile is the CA of the remote's certificate (mqtts://, wss://); "" =
+	// the system's roots.
+	CAFile string `toml:"ca_file"`
+	// QueueLimit bounds the QoS 1 messages held for the remote while it
+	// is unreachable; 0 = the default, 1000.
+	QueueLimit int `toml:"queue_limit"`
 }
 
 // Log is the [log] table.
@@ -134,8 +175,9 @@ type Limits struct {
 // Device is the [device] table: the MQTT client that drives the lines.
 type Device struct {
 	// Brokers are the URLs of the broker the device connects to in device
-	// mode (tcp://, mqtt://, ws://host:port/mqtt, mqtts://, wss://). Today
-	// the first is used; failover over the others comes later.
+	// mode (tcp://, mqtt://, ws://host:port/mqtt, mqtts://, wss://), in
+	// order of preference: every connection attempt takes the first that
+	// accepts, so the device fails over when the one in use dies.
 	Brokers []string `toml:"broker"`
 	// Username is the device's user name at the broker.
 	Username string `toml:"username"`
@@ -353,6 +395,11 @@ func (c Config) clone() Config {
 	c.Device.Brokers = slices.Clone(c.Device.Brokers)
 	c.Outputs = slices.Clone(c.Outputs)
 	c.Inputs = slices.Clone(c.Inputs)
+	c.Bridges = slices.Clone(c.Bridges)
+	for i := range c.Bridges {
+		c.Bridges[i].Addresses = slices.Clone(c.Bridges[i].Addresses)
+		c.Bridges[i].Topics = slices.Clone(c.Bridges[i].Topics)
+	}
 	c.origins = c.origins.clone()
 	return c
 }
@@ -364,8 +411,8 @@ func (c Config) UseShorthand() bool {
 	return (len(c.Outputs) == 0 && len(c.Inputs) == 0) || c.Device.shorthandSet
 }
 
-// BrokerURL is the URL device mode connects to: the first of
-// Device.Brokers ("" when there is none).
+// BrokerURL is the URL device mode prefers: the first of Device.Brokers
+// ("" when there is none).
 func (c Config) BrokerURL() string {
 	if len(c.Device.Brokers) == 0 {
 		return ""

@@ -83,8 +83,12 @@
 //	persistence_location DIR       storage.file = "DIR/pimqtt.db": pimqtt's own
 //	                               store, never mosquitto's file
 //	persistence_file, autosave_*   notice: ignored (pimqtt writes each change)
-//	connection (bridges)           notice: not supported yet, ignored with the
-//	                               bridge's settings
+//	connection NAME                a [[bridge]] named NAME: address(es),
+//	                               topic, remote_username, remote_password,
+//	                               remote_clientid, cleansession, bridge_cafile
+//	                               (which makes its addresses mqtts://);
+//	                               try_private needs nothing; other bridge keys
+//	                               are notices, bridge TLS client keys errors
 //	log_*, pid_file, user,         notice: ignored (pimqtt logs to standard error
 //	sys_interval, other limits     and has no such setting)
 //	anything else                  error: not a mosquitto 2.0 setting

@@ -196,6 +196,23 @@ pprof_listen = ""
 # pull = "up"
 # debounce = "20ms"
 # active_low = true
+
+# Bridges: the broker's connections to remote brokers (a bigger broker, a
+# cluster), as mosquitto's connection blocks. The same as --bridge URL
+# --bridge-topic ... --bridge-username ... (a mosquitto.conf's connection
+# blocks are imported into these too). The password comes from
+# --bridge-password, env PIMQTT_BRIDGE_PASSWORD, or password_file.
+# Its state is retained on $SYS/broker/connection/NAME/state: 1 or 0.
+# [[bridge]]
+# name = "cluster"
+# address = ["tcp://nats1.lan:1883", "tcp://nats2.lan:1883"] # tried in order
+# topic = ["raspberry/# both 1"] # PATTERN [out|in|both] [QOS] [LOCAL_PREFIX REMOTE_PREFIX]
+# username = "pi-garage"
+# password_file = "/etc/pimqtt/bridge.password"
+# client_id = ""          # default HOSTNAME.NAME
+# clean_session = false   # false: the remote keeps QoS 1 messages while away
+# ca_file = ""            # CA of an mqtts:// or wss:// remote
+# queue_limit = 1000      # QoS 1 messages held while the remote is down
 `
 
 // Check reports what can only be known on this machine: files the

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"bufio"
 	"errors"
 	"fmt"
@@ -31,7 +32,8 @@ type Command struct {
 	flags Config
 
 	configPath, mosquittoPath string
-	brokerURL                 string
+	brokers                   []string
+	bridge                    bridgeFlags
 	password                  string
 	listen, wsListen          []string
 	tlsListen, wssListen      []string
@@ -122,7 +124,8 @@ func Bind(fs *pflag.FlagSet, getenv func(string) string) *Command {
 	fs.StringArrayVar(&c.wsOrigins, "ws-origin", nil, "only web pages from this origin (https://host[:port]) may use the WebSocket listeners (repeatable; default any)")
 	fs.StringArrayVar(&c.httpListen, "http-listen", []string{":8080"}, `control page address (repeatable; "" disables; loopback only without a password file)`)
 	fs.StringArrayVar(&c.httpsListen, "https-listen", []string{":8443"}, `control page over TLS, when --tls-cert is given (repeatable; "" disables)`)
-	fs.StringVar(&c.brokerURL, "broker", c.flags.BrokerURL(), "broker the device connects to in device mode: tcp://, mqtt://, ws://host:port/mqtt")
+	fs.StringArrayVar(&c.brokers, "broker", c.flags.Device.Brokers, "broker the device connects to in device mode: tcp://, mqtt://, ws://host:port/mqtt (repeatable: tried in order, the device fails over to the next)")
+	c.bridge.bind(fs)
 	fs.StringVar(&c.password, "password", "", "device mode: password for --broker (or env PIMQTT_PASSWORD, which stays out of ps)")
 	fs.StringArrayVar(&c.outputs, "output", nil, "named output NAME=LINE[,active-low][,initial=off|on|restore]; commands on PREFIX/NAME (repeatable)")
 	fs.StringArrayVar(&c.inputs, "input", nil, "named input NAME=LINE[,pull-up|pull-down][,debounce=DUR][,active-low]; state on PREFIX/NAME/state (repeatable)")
@@ -182,9 +185,12 @@ func (c *Command) Resolve() (Config, error) {
 		cfg.origins.set(b.key, origin{flag: "--" + b.flag})
 	}
 	if changed("broker") {
-		cfg.Device.Brokers = []string{c.brokerURL}
+		cfg.Device.Brokers = slices.Clone(c.brokers)
 		cfg.origins.drop("device.broker")
 		cfg.origins.set("device.broker", origin{flag: "--broker"})
+	}
+	if err := c.bridge.apply(&cfg, changed); err != nil {
+		return Config{}, err
 	}
 	c.applyListeners(&cfg)
 	for flag, dst := range map[string]*[]string{"http-listen": &cfg.HTTP.Listen, "https-listen": &cfg.HTTP.HTTPSListen} {
@@ -230,6 +236,9 @@ func (c *Command) Resolve() (Config, error) {
 		cfg.Device.shorthandSet = true
 	}
 	if err := c.setPassword(&cfg); err != nil {
+		return Config{}, err
+	}
+	if err := c.setBridgePasswords(&cfg); err != nil {
 		return Config{}, err
 	}
 	cfg.addTLSListeners()

@@ -173,7 +173,8 @@ func TestFlagDefaultsAndHelp(t *testing.T) {
 	Bind(fs, func(string) string { return "" })
 	want := map[string]string{
 		"mode": "all", "listen": "[:1883]", "ws-listen": "[:8083]", "password-file": "", "allow-anonymous": "false",
-		"broker": "tcp://127.0.0.1:1883", "username": "", "password": "", "client-id": "", "topic": "raspberry/led",
+		"broker": "[tcp://127.0.0.1:1883]",
+		"bridge": "[]", "bridge-topic": "[]", "bridge-name": "", "bridge-username": "", "bridge-password": "", "bridge-client-id": "", "bridge-ca-file": "", "username": "", "password": "", "client-id": "", "topic": "raspberry/led",
 		"status-topic": "raspberry/status", "gpio": "auto", "output": "[]", "input": "[]", "prefix": "raspberry",
 		"data-dir": "/var/lib/pimqtt", "log-level": "info", "version": "false",
 		"max-packet-size": "2097152", "max-connect-size": "65536", "connect-timeout": "10s", "max-clients": "500",

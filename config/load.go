@@ -213,7 +213,7 @@ func load(base Config, path, mosq string, mosqSet bool) (Config, error) {
 		}
 	}
 	if mosq != "" {
-		b, notices, err := importMosquitto(mosq, cfg.Broker, &cfg.Storage, cfg.origins)
+		b, notices, err := importMosquitto(mosq, cfg.Broker, &cfg.Storage, &cfg.Bridges, cfg.origins)
 		if err != nil {
 			return Config{}, err
 		}

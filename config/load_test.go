@@ -33,7 +33,7 @@ func TestLoadEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		Mode: ModeDevice,
+		Mode: ModeBroker,
 		Log:  Log{Level: LogLevel(slog.LevelDebug)},
 		Broker: Broker{
 			PasswordFile:   "/etc/pimqtt/passwd",
@@ -86,6 +86,12 @@ func TestLoadEveryKey(t *testing.T) {
 			{Name: "lamp", Line: "J8p40", Initial: InitialOn},
 		},
 		Inputs: []Input{{Name: "door", Line: "GPIO5", Pull: PullUp, Debounce: Duration(20 * time.Millisecond), ActiveLow: true}},
+		Bridges: []Bridge{{
+			Name: "cluster", Addresses: []string{"tcp://192.0.2.10:1883", "mqtts://192.0.2.11:8883"},
+			Topics:   []string{"raspberry/# both 1", "kitchen/# out 0 local/ remote/"},
+			Username: "pi-kitchen", PasswordFile: "/etc/pimqtt/bridge-password", ClientID: "kitchen-bridge",
+			CleanSession: true, CAFile: "/etc/pimqtt/tls/cluster-ca.crt", QueueLimit: 50,
+		}},
 	}
 	if got := plain(c); !reflect.DeepEqual(got, want) {
 		t.Errorf("Load(full.toml) =\n%+v\nwant\n%+v", got, want)
@@ -167,13 +173,13 @@ func TestLoadErrors(t *testing.T) {
 		want      []string // each a line of the error, after "FILE:"
 	}{
 		{"unknown top-level key", "mod = \"all\"",
-			[]string{`1:1: key "mod": unknown key "mod" at the top level (did you mean "mode"?); the keys there are mode, mosquitto_config, log, broker, device, http, homeassistant, storage, debug, output, input`}},
+			[]string{`1:1: key "mod": unknown key "mod" at the top level (did you mean "mode"?); the keys there are mode, mosquitto_config, log, broker, device, http, homeassistant, storage, debug, output, input, bridge`}},
 		{"unknown key in a table", "[broker.limits]\nmax_cleints = 3",
 			[]string{`2:1: key "broker.limits.max_cleints": unknown key "max_cleints" in [broker.limits] (did you mean "max_clients"?); the keys there are max_packet_size, max_connect_size, connect_timeout, max_clients, max_pending, max_session_expiry, max_inflight, max_queued, max_keepalive, max_topic_length, max_topic_levels, max_user_properties`}},
 		{"unknown key in an array table", "[[broker.listener]]\naddress = \":1\"\n[[broker.listener]]\nadress = \":2\"",
 			[]string{`4:1: key "broker.listener[1].adress": unknown key "adress" in [broker.listener] (did you mean "address"?); the keys there are address, kind, cert_file, key_file, client_ca_file`}},
 		{"unknown table once", "[brokr]\nx = 1\ny = 2",
-			[]string{`1:2: key "brokr": unknown key "brokr" at the top level (did you mean "broker"?); the keys there are mode, mosquitto_config, log, broker, device, http, homeassistant, storage, debug, output, input`}},
+			[]string{`1:2: key "brokr": unknown key "brokr" at the top level (did you mean "broker"?); the keys there are mode, mosquitto_config, log, broker, device, http, homeassistant, storage, debug, output, input, bridge`}},
 		{"password is not a key", "[device]\npassword = \"secret\"",
 			[]string{`2:1: key "device.password": unknown key "password" in [device]; the keys there are broker, username, password_file, ca_file, client_id, status_topic, topic, gpio, prefix, telemetry_interval, data_dir`}},
 		{"bad enum", "[[broker.listener]]\naddress = \":1\"\n[[broker.listener]]\naddress = \":2\"\nkind = \"foo\"",

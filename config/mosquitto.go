@@ -31,13 +31,15 @@ func (n Notice) String() string {
 
 // ImportMosquitto reads the broker side of a mosquitto 2.0 configuration
 // (and the files of its include_dir) into pimqtt's [broker] table, over
-// pimqtt's defaults. Settings of features pimqtt does not have yet come
+// pimqtt's defaults (its connection blocks become [[bridge]]s only through
+// [Command.Resolve]). Settings of features pimqtt does not have yet come
 // back as notices, one each; settings it could not ignore without serving
 // clients less safely than mosquitto would (TLS, plugins) are errors. The
 // mapping is the table in the package documentation.
 func ImportMosquitto(path string) (Broker, []Notice, error) {
 	st := Default().Storage
-	return importMosquitto(path, Default().Broker, &st, &origins{})
+	var bridges []Bridge
+	return importMosquitto(path, Default().Broker, &st, &bridges, &origins{})
 }
 
 // mosqLine is one setting of a mosquitto.conf.
@@ -275,7 +277,7 @@ func upper(c byte) byte {
 
 // importMosquitto applies a mosquitto.conf to base, and its persistence
 // settings to st, recording in o where each value came from.
-func importMosquitto(path string, base Broker, st *Storage, o *origins) (Broker, []Notice, error) {
+func importMosquitto(path string, base Broker, st *Storage, bridges *[]Bridge, o *origins) (Broker, []Notice, error) {
 	var notices []Notice
 	lines, err := readMosquitto(path, 0, &notices)
 	if err != nil {
@@ -511,10 +513,18 @@ func importMosquitto(path string, base Broker, st *Storage, o *origins) (Broker,
 			o.set("storage.file", origin{file: l.file, line: l.line, name: l.key})
 		case l.key == "connection":
 			bridge = l.args
-			notice(l, "bridges are not supported yet, ignored with their settings")
+			if bridge == "" {
+				fail(l.fail("empty: a connection needs a name"))
+			}
+			*bridges = append(*bridges, Bridge{Name: bridge})
+			o.set(fmt.Sprintf("bridge[%d]", len(*bridges)-1), origin{file: l.file, line: l.line, name: l.key})
 		case slices.Contains(mosqBridge, l.key) || strings.HasPrefix(l.key, "bridge_"):
 			if bridge == "" {
 				fail(l.fail("a bridge setting before any connection"))
+				continue
+			}
+			if err := importBridgeLine(l, &(*bridges)[len(*bridges)-1], len(*bridges)-1, o, notice); err != nil {
+				fail(err)
 			}
 		case mosqUnsafe[l.key] != "" || strings.HasPrefix(l.key, "auth_opt_") || strings.HasPrefix(l.key, "plugin_opt_"):
 			why := mosqUnsafe[l.key]
@@ -679,7 +689,67 @@ func importMosquitto(path string, base Broker, st *Storage, o *origins) (Broker,
 	if len(errs) > 0 {
 		return Broker{}, nil, errors.Join(errs...)
 	}
+	for i := range *bridges {
+		br := &(*bridges)[i]
+		if br.CAFile == "" {
+			continue
+		}
+		// mosquitto speaks TLS to a remote as soon as bridge_cafile is set.
+		for j, a := range br.Addresses {
+			br.Addresses[j] = "mqtts://" + strings.TrimPrefix(a, "tcp://")
+		}
+	}
 	return out, notices, nil
+}
+
+// importBridgeLine takes one setting of a connection block into br (the
+// bridge[i] of the configuration).
+func importBridgeLine(l mosqLine, br *Bridge, i int, o *origins, notice func(mosqLine, string)) error {
+	at := func(field string) { o.set(fmt.Sprintf("bridge[%d].%s", i, field), origin{file: l.file, line: l.line, name: l.key}) }
+	switch l.key {
+	case "address", "addresses":
+		// "host[:port] [host[:port]] ...", port 1883 by default.
+		for _, a := range strings.Fields(l.args) {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				a = net.JoinHostPort(a, "1883")
+			}
+			br.Addresses = append(br.Addresses, "tcp://"+a)
+		}
+		if len(br.Addresses) == 0 {
+			return l.fail("empty: want host[:port], one per address of the remote")
+		}
+		at("address")
+	case "topic":
+		br.Topics = append(br.Topics, l.args)
+		at("topic")
+	case "remote_username":
+		br.Username = l.args
+		at("username")
+	case "remote_password":
+		br.Password = l.args
+	case "remote_clientid", "clientid":
+		br.ClientID = l.args
+		at("client_id")
+	case "cleansession":
+		switch l.args {
+		case "true", "false":
+			br.CleanSession = l.args == "true"
+			at("clean_session")
+		default:
+			return l.fail("%q: want true or false", l.args)
+		}
+	case "bridge_cafile":
+		br.CAFile = l.args
+		at("ca_file")
+	case "try_private":
+		// Nothing to import: pimqtt's bridge connects as a plain client
+		// (every broker takes that) and drops the remote's echoes itself.
+	case "bridge_insecure", "bridge_capath", "bridge_certfile", "bridge_keyfile", "bridge_psk", "bridge_identity", "bridge_tls_version":
+		return l.fail("not supported: pimqtt's bridge checks the remote's certificate against bridge_cafile (or the system's roots) and presents none of its own")
+	default:
+		notice(l, "not supported by pimqtt's bridge, ignored")
+	}
+	return nil
 }
 
 // mosquittoExpiry parses persistent_client_expiration: a number and one

@@ -117,7 +117,7 @@ func TestImportKeys(t *testing.T) {
 		{"capath", "listener 8883\ncapath /etc/ssl/certs", nil, "", `2: key "capath": not supported`},
 		{"crlfile", "listener 8883\ncrlfile /crl", nil, "", `2: key "crlfile": not supported: revoked client certificates would be accepted`},
 		{"psk_file", "psk_file /p", nil, "", `1: key "psk_file": pre-shared-key TLS is not supported`},
-		{"bridge", "connection hub\naddress 192.0.2.1:1883\ntopic # both 0\nbridge_protocol_version mqttv311", nil, "connection: bridges are not supported yet, ignored with their settings", ""},
+		{"bridge", "connection hub\naddress 192.0.2.1:1883\ntopic # both 0\nbridge_protocol_version mqttv311", nil, "bridge_protocol_version: not supported by pimqtt's bridge, ignored", ""},
 		{"log_type", "log_type all", nil, "log_type: ignored", ""},
 		{"user", "user mosquitto", nil, "user: ignored: pimqtt runs as the user that starts it", ""},
 

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Validate reports every value that is wrong on its own or with the
@@ -133,6 +134,40 @@ func (c Config) validate() error {
 	for i, b := range c.Device.Brokers {
 		if u, err := url.Parse(b); err != nil || u.Scheme == "" || u.Host == "" {
 			bad(fmt.Sprintf("device.broker[%d]", i), "%q is not a broker URL such as tcp://127.0.0.1:1883 or ws://host:8083/mqtt", b)
+		}
+	}
+
+	bridgeNames := map[string]bool{}
+	for i, br := range c.Bridges {
+		key := fmt.Sprintf("bridge[%d]", i)
+		switch {
+		case br.Name == "":
+			bad(key+".name", "empty: a bridge needs a name (its state is on $SYS/broker/connection/NAME/state)")
+		case strings.ContainsAny(br.Name, "/+#\x00") || !utf8.ValidString(br.Name):
+			bad(key+".name", "%q: a name is one topic level, without / + # or NUL", br.Name)
+		case bridgeNames[br.Name]:
+			bad(key+".name", "%q is the name of another bridge", br.Name)
+		}
+		bridgeNames[br.Name] = true
+		if c.Mode == ModeDevice {
+			bad(key, "bridges run in the embedded broker: mode all or broker, not device")
+		}
+		if len(br.Addresses) == 0 {
+			bad(key+".address", "empty: a bridge needs the URL of its remote broker, e.g. [\"tcp://nats1.lan:1883\"]")
+		}
+		for j, a := range br.Addresses {
+			if u, err := url.Parse(a); err != nil || u.Scheme == "" || u.Host == "" {
+				bad(fmt.Sprintf("%s.address[%d]", key, j), "%q is not a broker URL such as tcp://192.168.1.30:1883 or mqtts://broker.example:8883", a)
+			}
+		}
+		if len(br.Topics) == 0 {
+			bad(key+".topic", "empty: a bridge needs at least one topic line, e.g. [\"raspberry/# both 1\"]")
+		}
+		if br.Password != "" && br.Username == "" {
+			bad(key+".username", "empty, but a password is set: MQTT sends a password only with a user name")
+		}
+		if br.QueueLimit < 0 {
+			bad(key+".queue_limit", "%d: want 0 (the default, 1000) or more", br.QueueLimit)
 		}
 	}
 
