@@ -1,12 +1,12 @@
 package config
 
 import (
-	"slices"
 	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"time"
 

@@ -705,7 +705,9 @@ func importMosquitto(path string, base Broker, st *Storage, bridges *[]Bridge, o
 // importBridgeLine takes one setting of a connection block into br (the
 // bridge[i] of the configuration).
 func importBridgeLine(l mosqLine, br *Bridge, i int, o *origins, notice func(mosqLine, string)) error {
-	at := func(field string) { o.set(fmt.Sprintf("bridge[%d].%s", i, field), origin{file: l.file, line: l.line, name: l.key}) }
+	at := func(field string) {
+		o.set(fmt.Sprintf("bridge[%d].%s", i, field), origin{file: l.file, line: l.line, name: l.key})
+	}
 	switch l.key {
 	case "address", "addresses":
 		// "host[:port] [host[:port]] ...", port 1883 by default.
