@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -325,15 +326,15 @@ func (m *Main) startDevice(ctx context.Context) error {
 	label := "in-process"
 	if m.broker != nil {
 		opts.Dial = func(ctx context.Context) (net.Conn, error) { return m.broker.DialInMemory(ctx) }
+		opts.BrokerLabel = label
 	} else {
-		label = cfg.BrokerURL()
-		dial, err := m.netDialer()
+		label = strings.Join(cfg.Device.Brokers, " ")
+		brokers, err := m.netBrokers()
 		if err != nil {
 			return err
 		}
-		opts.Dial = dial
+		opts.Brokers = brokers
 	}
-	opts.BrokerLabel = label
 	var err error
 	if m.device, err = device.New(opts); err != nil {
 		return err
@@ -349,14 +350,69 @@ func (m *Main) startDevice(ctx context.Context) error {
 	return nil
 }
 
-// netDialer reaches the broker of device-only mode.
-func (m *Main) netDialer() (device.DialFunc, error) {
+// netBrokers reaches the brokers of device-only mode, in order.
+func (m *Main) netBrokers() ([]device.Broker, error) {
 	cfg := m.Config
-	dial, err := device.NetDialer(cfg.BrokerURL(), 10*time.Second, device.WithCAFile(cfg.Device.CAFile))
-	if err != nil {
-		return nil, cfg.Wrap("device.broker", err)
+	var brokers []device.Broker
+	for i, u := range cfg.Device.Brokers {
+		dial, err := netDial(u, cfg.Device.CAFile, len(cfg.Device.Brokers))
+		if err != nil {
+			return nil, cfg.Wrap(fmt.Sprintf("device.broker[%d]", i), err)
+		}
+		brokers = append(brokers, device.Broker{Label: redactURL(u), Dial: dial})
 	}
-	return dial, nil
+	return brokers, nil
+}
+
+// firstReachable dials the brokers in order and returns the first
+// connection made: the page's way of following the device's failover.
+func firstReachable(brokers []device.Broker) device.DialFunc {
+	return func(ctx context.Context) (net.Conn, error) {
+		var errs []error
+		for _, b := range brokers {
+			c, err := b.Dial(ctx)
+			if err == nil {
+				return c, nil
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", b.Label, err))
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		return nil, errors.Join(errs...)
+	}
+}
+
+// netDial reaches one broker by URL. Among several brokers a CA file is
+// for the TLS ones; a single plain broker given a CA file is refused (the
+// user meant mqtts://).
+func netDial(brokerURL, caFile string, among int) (device.DialFunc, error) {
+	var opts []device.DialOption
+	if caFile != "" && (among == 1 || isTLSURL(brokerURL)) {
+		opts = append(opts, device.WithCAFile(caFile))
+	}
+	return device.NetDialer(brokerURL, 10*time.Second, opts...)
+}
+
+// isTLSURL says whether a broker URL's scheme is one of TLS's.
+func isTLSURL(s string) bool {
+	u, err := url.Parse(s)
+	if err != nil {
+		return false
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "mqtts", "ssl", "tls", "wss":
+		return true
+	}
+	return false
+}
+
+// redactURL hides a password a URL carries, for logs.
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	return s
 }
 
 // closeDevice says goodbye first, so the device's "Off" status still

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -122,12 +123,12 @@ func (m *Main) startWeb(ctx context.Context) (err error) {
 	if m.broker != nil {
 		opts.Dial, opts.BrokerLabel = m.broker.DialInMemory, "in-process"
 	} else {
-		dial, err := m.netDialer()
+		brokers, err := m.netBrokers()
 		if err != nil {
 			return err
 		}
-		opts.Dial = web.DialFunc(dial)
-		opts.BrokerLabel = cfg.BrokerURL()
+		opts.Dial = web.DialFunc(firstReachable(brokers))
+		opts.BrokerLabel = strings.Join(cfg.Device.Brokers, " ")
 		opts.Username, opts.Password = cfg.Device.Username, cfg.Device.Password
 	}
 	if m.web, err = web.New(opts); err != nil {

@@ -266,8 +266,20 @@ func (c Config) Redacted() string {
 			}
 		}
 	}
+	for i := range out.Bridges {
+		for j, a := range out.Bridges[i].Addresses {
+			if u, err := url.Parse(a); err == nil && u.User != nil {
+				out.Bridges[i].Addresses[j] = u.Redacted()
+			}
+		}
+	}
 	var buf bytes.Buffer
 	buf.WriteString("# The effective configuration: defaults, files and flags together.\n")
+	for _, br := range c.Bridges {
+		if br.Password != "" {
+			fmt.Fprintf(&buf, "# The password of bridge %q is set (not shown).\n", br.Name)
+		}
+	}
 	if c.Device.Password != "" {
 		buf.WriteString("# The device's password is set (not shown).\n")
 	}
