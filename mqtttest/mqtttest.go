@@ -442,6 +442,18 @@ func (r *Relay) Accepted() int {
 // so both sockets stay open. Only keepalives can find such a dead link.
 func (r *Relay) Cut() { r.set(func() { r.cut = true }) }
 
+// Drop closes every connection the relay carries now, both sides, as a
+// server that died or a NAT that forgot them would: each side sees the
+// other close. New connections are relayed as before (Forward("") makes
+// the relay close them too: a server that is down).
+func (r *Relay) Drop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for c := range r.conns {
+		_ = c.Close()
+	}
+}
+
 // Heal ends a Cut. What either side sent meanwhile, a close included, is
 // passed on in order, as TCP delivers what it retransmits once the
 // network is back: a side that gave up during the cut is seen closing
