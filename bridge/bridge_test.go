@@ -1,0 +1,272 @@
+package bridge
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pimqtt/pimqtt/mqtttest"
+)
+
+// localKinds are the local brokers every end-to-end test runs against: pimqtt's own (as in
+// all-in-one mode) and a real mosquitto, which accepts a bridge's 0x84 too.
+var localKinds = []string{"pimqtt", "mosquitto"}
+
+// markers makes payloads no other message has.
+var markers atomic.Int64
+
+func marker(what string) string { return fmt.Sprintf("marker-%s-%d", what, markers.Add(1)) }
+
+// settle makes sure every message the bridge may still forward because of what was published
+// so far, echoes included, has arrived, without sleeping. A marker published on side a after
+// the messages under test is waited for on side b; then a marker published on b is waited for
+// on a. MQTT keeps the order of one publisher's messages to a subscriber at every hop, so
+// anything b sent the bridge before its marker (an echo of a's messages included: b sent it
+// before it delivered a's marker to the observer) reaches a before that marker.
+func settle(t *testing.T, a *observer, aTopic string, b *observer, bTopic string) {
+	t.Helper()
+	m1 := marker("ab")
+	a.publish(aTopic, 1, false, m1)
+	b.waitMsg(bTopic, m1)
+	m2 := marker("ba")
+	b.publish(bTopic, 1, false, m2)
+	a.waitMsg(aTopic, m2)
+}
+
+const stateTopic = "$SYS/broker/connection/cloud/state"
+
+// lastState returns the last message seen on the local state topic, or "".
+func lastState(ms []rec) string {
+	for i := len(ms) - 1; i >= 0; i-- {
+		if ms[i].Topic == stateTopic {
+			return ms[i].Payload
+		}
+	}
+	return ""
+}
+
+// TestBridgeBothWays bridges a tree both ways with prefixes that remap it, between a local
+// broker and a real mosquitto as the remote: a message published on either side is seen
+// exactly once on the other side and exactly once on its own (no echo); the state topic says
+// 1 while connected and 0 after Close.
+func TestBridgeBothWays(t *testing.T) {
+	for _, kind := range localKinds {
+		t.Run("local="+kind, func(t *testing.T) {
+			log, _ := newLog(t)
+			local := startLocal(t, kind, log)
+			_, remoteDial := startRemote(t)
+			topic, err := ParseTopic("# both 1 raspberry/ garage/raspberry/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			lo := newObserver(t, "local", local.dial, "raspberry/#", "$SYS/broker/connection/#")
+			ro := newObserver(t, "remote", remoteDial, "garage/#")
+			b := startBridge(t, Options{
+				Remotes: []Remote{{Label: "mosquitto", Dial: remoteDial}},
+				Topics:  []Topic{topic},
+				Local:   local.dial,
+				Logger:  log,
+			})
+			waitConnected(t, b)
+			lo.waitFor("state 1", func(ms []rec) bool { return lastState(ms) == "1" })
+			// A topic outside the tree stays local; the observers prove it below.
+			lo.publish("kitchen/led", 1, false, "stays")
+
+			// Local → remote, QoS 1 and QoS 0.
+			lo.publish("raspberry/led", 1, false, "ON")
+			lo.publish("raspberry/led", 0, false, "ON-q0")
+			settle(t, lo, "raspberry/led", ro, "garage/raspberry/led")
+			// Remote → local.
+			ro.publish("garage/raspberry/led", 1, false, "OFF")
+			settle(t, ro, "garage/raspberry/led", lo, "raspberry/led")
+
+			for _, c := range []struct {
+				o            *observer
+				topic, value string
+			}{
+				{lo, "raspberry/led", "ON"}, {ro, "garage/raspberry/led", "ON"},
+				{lo, "raspberry/led", "ON-q0"}, {ro, "garage/raspberry/led", "ON-q0"},
+				{lo, "raspberry/led", "OFF"}, {ro, "garage/raspberry/led", "OFF"},
+			} {
+				if n := count(c.o.all(), c.topic, c.value); n != 1 {
+					t.Errorf("%s saw %s %q %d times, want exactly once", c.o.name, c.topic, c.value, n)
+				}
+			}
+			for _, m := range ro.all() {
+				if strings.Contains(m.Topic, "kitchen") {
+					t.Errorf("remote got %v from outside the bridged tree", m)
+				}
+			}
+
+			// A retained message: the remote keeps it, with its retain flag, for a new
+			// subscriber.
+			lo.publish("raspberry/led/state", 1, true, "1")
+			ro.waitMsg("garage/raspberry/led/state", "1")
+			late := newObserver(t, "remote-late", remoteDial, "garage/raspberry/led/state")
+			got := late.waitFor("retained state", func(ms []rec) bool { return len(ms) > 0 })
+			if got[0] != (rec{"garage/raspberry/led/state", "1", true}) {
+				t.Errorf("a new subscriber at the remote got %+v, want the retained state 1", got[0])
+			}
+
+			if err := b.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			lo.waitFor("state 0 after Close", func(ms []rec) bool { return lastState(ms) == "0" })
+		})
+	}
+}
+
+// TestBridgeRemoteRestart kills the remote (SIGKILL) and starts another on the same address
+// (a relay keeps the address while the broker behind it changes): the bridge says 0, queues
+// the QoS 1 messages published locally meanwhile, reconnects, resubscribes and delivers them
+// after the outage, in order.
+func TestBridgeRemoteRestart(t *testing.T) {
+	for _, kind := range localKinds {
+		t.Run("local="+kind, func(t *testing.T) {
+			log, logs := newLog(t)
+			local := startLocal(t, kind, log)
+			remote, _ := startRemote(t)
+			relay := mqtttest.NewRelay(t)
+			relay.Forward(fmt.Sprintf("127.0.0.1:%d", remote.Port))
+			relayDial := tcpDial(relay.Addr())
+			topic, _ := ParseTopic("raspberry/# both 1")
+			lo := newObserver(t, "local", local.dial, "raspberry/#", "$SYS/broker/connection/#")
+			b := startBridge(t, Options{
+				Remotes: []Remote{{Label: "relay", Dial: relayDial}},
+				Topics:  []Topic{topic},
+				Local:   local.dial,
+				Logger:  log,
+			})
+			waitConnected(t, b)
+			lo.waitFor("state 1", func(ms []rec) bool { return lastState(ms) == "1" })
+
+			remote.Kill(t)
+			lo.waitFor("state 0", func(ms []rec) bool { return lastState(ms) == "0" })
+			const n = 20
+			for i := range n {
+				lo.publish("raspberry/cmd", 1, false, fmt.Sprintf("q%02d", i))
+			}
+			// Lost while down: QoS 0.
+			lo.publish("raspberry/cmd", 0, false, "lost-q0")
+			// A few attempts fail before the remote is back; they are logged once.
+			logs.waitLine("connection attempt failed", "side=remote", "attempt=3")
+
+			again, _ := startRemote(t)
+			ro := newObserver(t, "remote", tcpDial(fmt.Sprintf("127.0.0.1:%d", again.Port)), "raspberry/#")
+			relay.Forward(fmt.Sprintf("127.0.0.1:%d", again.Port))
+			waitConnected(t, b)
+			lo.waitFor("state 1 again", func(ms []rec) bool { return lastState(ms) == "1" })
+			got := ro.waitFor("the queued messages", func(ms []rec) bool { return count(ms, "raspberry/cmd", fmt.Sprintf("q%02d", n-1)) > 0 })
+			var seq []string
+			for _, m := range got {
+				if m.Topic == "raspberry/cmd" {
+					seq = append(seq, m.Payload)
+				}
+			}
+			want := make([]string, n)
+			for i := range want {
+				want[i] = fmt.Sprintf("q%02d", i)
+			}
+			if !slices.Equal(seq, want) {
+				t.Errorf("remote got %v, want %v", seq, want)
+			}
+			// Resubscribed: the remote's messages come in again.
+			ro.publish("raspberry/cmd", 1, false, "from-remote")
+			lo.waitMsg("raspberry/cmd", "from-remote")
+			settle(t, lo, "raspberry/cmd", ro, "raspberry/cmd")
+			if c := count(ro.all(), "raspberry/cmd", "lost-q0"); c != 0 {
+				t.Errorf("a QoS 0 message published while the remote was down arrived %d times", c)
+			}
+			// One warning for the outage, however many attempts it took.
+			if c := logs.count("WARN cannot connect", "side=remote"); c != 1 {
+				t.Logf("%s", strings.Join(logs.matching("side=remote"), "\n"))
+				t.Errorf("%d warnings about failed connection attempts during one outage, want 1", c)
+			}
+		})
+	}
+}
+
+// TestBridgeQueueLimit fills the queue while the remote is down: one warning names the
+// setting, the first QueueLimit messages are kept and delivered, the rest are dropped and
+// counted.
+func TestBridgeQueueLimit(t *testing.T) {
+	log, logs := newLog(t)
+	local := startLocal(t, "pimqtt", log)
+	remote, _ := startRemote(t)
+	relay := mqtttest.NewRelay(t)
+	relay.Forward(fmt.Sprintf("127.0.0.1:%d", remote.Port))
+	topic, _ := ParseTopic("raspberry/# out 1")
+	lo := newObserver(t, "local", local.dial, "$SYS/broker/connection/#")
+	b := startBridge(t, Options{
+		Remotes:           []Remote{{Label: "relay", Dial: tcpDial(relay.Addr())}},
+		Topics:            []Topic{topic},
+		Local:             local.dial,
+		Logger:            log,
+		QueueLimit:        5,
+		QueueLimitSetting: "--bridge-queue-limit",
+	})
+	waitConnected(t, b)
+	remote.Kill(t)
+	lo.waitFor("state 0", func(ms []rec) bool { return lastState(ms) == "0" })
+	for i := range 8 {
+		lo.publish("raspberry/cmd", 1, false, fmt.Sprintf("q%d", i))
+	}
+	line := logs.waitLine("WARN queue for the remote full", "--bridge-queue-limit")
+	if !strings.Contains(line, "limit=5") {
+		t.Errorf("warning %q does not give the limit", line)
+	}
+
+	again, _ := startRemote(t)
+	ro := newObserver(t, "remote", tcpDial(fmt.Sprintf("127.0.0.1:%d", again.Port)), "raspberry/#")
+	relay.Forward(fmt.Sprintf("127.0.0.1:%d", again.Port))
+	logs.waitLine("WARN queue for the remote drained", "dropped=3")
+	end := marker("end")
+	lo.publish("raspberry/cmd", 1, false, end)
+	got := ro.waitFor("end marker", func(ms []rec) bool { return count(ms, "raspberry/cmd", end) > 0 })
+	var seq []string
+	for _, m := range got {
+		seq = append(seq, m.Payload)
+	}
+	if want := []string{"q0", "q1", "q2", "q3", "q4", end}; !slices.Equal(seq, want) {
+		t.Errorf("remote got %v, want %v", seq, want)
+	}
+	if c := logs.count("WARN queue for the remote full"); c != 1 {
+		t.Errorf("%d queue-full warnings, want 1", c)
+	}
+}
+
+// TestBridgeFailover gives the bridge two remotes: it uses the first, and when that one is
+// killed it connects to the second, where messages flow both ways.
+func TestBridgeFailover(t *testing.T) {
+	log, logs := newLog(t)
+	local := startLocal(t, "pimqtt", log)
+	r1, dial1 := startRemote(t)
+	_, dial2 := startRemote(t)
+	topic, _ := ParseTopic("raspberry/# both 1")
+	lo := newObserver(t, "local", local.dial, "raspberry/#")
+	b := startBridge(t, Options{
+		Remotes: []Remote{{Label: "r1", Dial: dial1}, {Label: "r2", Dial: dial2}},
+		Topics:  []Topic{topic},
+		Local:   local.dial,
+		Logger:  log,
+	})
+	waitConnected(t, b)
+	if got := b.Remote(); got != "r1" {
+		t.Fatalf("connected to %q, want r1 (the first)", got)
+	}
+	killed := time.Now()
+	r1.Kill(t)
+	logs.waitLine("connected to the remote", "remote=r2")
+	if got := b.Remote(); got != "r2" {
+		t.Fatalf("connected to %q after r1's death, want r2", got)
+	}
+	t.Logf("failover to r2 %v after the kill", time.Since(killed).Round(time.Millisecond))
+	ro := newObserver(t, "r2", dial2, "raspberry/#")
+	ro.publish("raspberry/cmd", 1, false, "via-r2")
+	lo.waitMsg("raspberry/cmd", "via-r2")
+	lo.publish("raspberry/state", 1, false, "back-via-r2")
+	ro.waitMsg("raspberry/state", "back-via-r2")
+}
