@@ -223,6 +223,7 @@ func New(opts Options) (*Broker, error) {
 		deviceClientID:  opts.DeviceClientID,
 		mosquittoCodes:  opts.MosquittoRefusalCodes,
 		access:          b.rights,
+		bridges:         newBridgeClients(),
 		backoff:         newLoginBackoff(),
 		badCredentials:  counter("auth failed: bad user name or password", "failures", "from"),
 		backedOff:       counter("auth refused without checking the password: too many failed logins from this address", "refused", "from"),
@@ -235,6 +236,9 @@ func New(opts Options) (*Broker, error) {
 	}
 	if err := b.server.AddHook(b.auth, nil); err != nil {
 		return nil, fmt.Errorf("broker: add auth hook: %w", err)
+	}
+	if err := b.server.AddHook(&bridgeHook{clients: b.auth.bridges, log: opts.Logger}, nil); err != nil {
+		return nil, fmt.Errorf("broker: add bridge hook: %w", err)
 	}
 	if err := b.server.AddHook(&limitsHook{
 		server:          b.server,

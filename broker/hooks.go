@@ -33,7 +33,10 @@ type authHook struct {
 	// mosquittoCodes answers bad credentials as mosquitto 2.0 does.
 	mosquittoCodes bool
 	access         *accessControl
-	backoff        *loginBackoff
+	// bridges are the clients that connected as bridges (see
+	// bridgeClients): they may publish their state under $SYS.
+	bridges *bridgeClients
+	backoff *loginBackoff
 	// passwordChecks counts the passwords checked, for tests of the
 	// backoff.
 	passwordChecks atomic.Int64
@@ -233,13 +236,25 @@ const sysMarker = "\x00"
 // in disguise. Mochi drops such a PUBLISH before any hook sees it and
 // never acknowledges it, so a QoS 1 or 2 publisher waits forever;
 // mosquitto refuses it like any PUBLISH without write access, which
-// OnPublish does once it sees the marker.
+// OnPublish does once it sees the marker. A bridge's PUBLISH to $SYS is
+// disguised on the trusted listener too, so that OnPublish can let its
+// state through (see bridgeState).
 func (h *authHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.FixedHeader.Type == packets.Publish && !h.access.trusted(cl) &&
-		len(pk.TopicName) >= len(mqtt.SysPrefix) && strings.EqualFold(pk.TopicName[:len(mqtt.SysPrefix)], mqtt.SysPrefix) {
+	if pk.FixedHeader.Type == packets.Publish &&
+		len(pk.TopicName) >= len(mqtt.SysPrefix) && strings.EqualFold(pk.TopicName[:len(mqtt.SysPrefix)], mqtt.SysPrefix) &&
+		(!h.access.trusted(cl) || h.bridges.is(cl)) {
 		pk.TopicName = sysMarker + pk.TopicName[1:]
 	}
 	return pk, nil
+}
+
+// bridgeState reports whether cl may publish to the $SYS topic: a bridge
+// its state under $SYS/broker/connection/, as mosquitto bridges do, when
+// the client may write it (pimqtt's default rights, like mosquitto's,
+// allow $SYS/broker/connection/+/state; an ACL file must grant it).
+// Other clients keep pimqtt's refusal of every $SYS publish.
+func (h *authHook) bridgeState(cl *mqtt.Client, topic string) bool {
+	return isBridgeStateTopic(topic) && h.bridges.is(cl) && h.access.mayWrite(cl, topic)
 }
 
 // OnPublish refuses a PUBLISH to a topic the client may not write, as
@@ -251,6 +266,12 @@ func (h *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	topic, sys := pk.TopicName, strings.HasPrefix(pk.TopicName, sysMarker)
 	if sys {
 		topic = "$" + topic[len(sysMarker):]
+		if h.bridgeState(cl, topic) {
+			// Mochi has checked the disguised name; it retains and
+			// routes the real one.
+			pk.TopicName = topic
+			return pk, nil
+		}
 	} else if h.access.mayWrite(cl, topic) {
 		return pk, nil
 	}
