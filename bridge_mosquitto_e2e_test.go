@@ -17,7 +17,8 @@ import (
 // command is seen exactly once on mosquitto (pimqtt does not echo it back
 // through the bridge); the state crosses the bridge retained; pimqtt logs
 // the bridge, and keeps mosquitto's retained notification "1" on
-// $SYS/broker/connection/<client id>/state.
+// $SYS/broker/connection/<client id>/state, and its will "0" there once
+// mosquitto is killed.
 func TestMosquittoBridgeIntoPimqtt(t *testing.T) {
 	pw := passwordFile(t, "bridge", "br1dge", "phone", "s3cret")
 	m, logs := startMain(t, testConfig(pw))
@@ -74,6 +75,14 @@ func TestMosquittoBridgeIntoPimqtt(t *testing.T) {
 		if msg := late.waitFor(t, "raspberry/led/state", v); !msg.retained {
 			t.Fatalf("state %s on mosquitto not retained", v)
 		}
+	}
+
+	// mosquitto's will: its bridge dies without DISCONNECT, pimqtt
+	// publishes and keeps "0" on the notification topic.
+	mosq.Kill(t)
+	notes.waitFor(t, note.topic, "0")
+	if late := newSubscriber(t, pimqttURL, "phone", "s3cret", note.topic).waitFor(t, note.topic, "0"); !late.retained {
+		t.Errorf("will %s = 0 not retained on pimqtt", note.topic)
 	}
 }
 

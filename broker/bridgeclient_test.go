@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -367,4 +369,38 @@ func TestBridgeStateTopic(t *testing.T) {
 			t.Fatalf("retained will = %q, want 0", got)
 		}
 	})
+}
+
+// TestBridgeStateUnderACL: with an ACL file, a bridge's state is kept
+// only where the ACL grants its user write access, as in mosquitto.
+func TestBridgeStateUnderACL(t *testing.T) {
+	acl := filepath.Join(t.TempDir(), "acl")
+	if err := os.WriteFile(acl, []byte("user granted\ntopic write $SYS/broker/connection/+/state\ntopic readwrite sync/#\n\nuser plain\ntopic readwrite sync/#\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := startTestBroker(t, Options{Listeners: []ListenerConfig{{Kind: TCP, Addr: "127.0.0.1:0"}}, AllowAnonymous: true, ACLFile: acl})
+	u := "tcp://" + b.Addrs()[0].Addr.String()
+	for _, tc := range []struct {
+		user     string
+		wantKept bool
+	}{
+		{"granted", true},
+		{"plain", false},
+	} {
+		t.Run(tc.user, func(t *testing.T) {
+			topic := "$SYS/broker/connection/" + tc.user + "/state"
+			c := paho.NewClient(paho.NewClientOptions().AddBroker(u).SetClientID("bridge-"+tc.user).SetUsername(tc.user).
+				SetProtocolVersion(0x84).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second))
+			waitToken(t, "connect", c.Connect())
+			defer c.Disconnect(50)
+			waitToken(t, "publish", c.Publish(topic, 1, true, "1")) // retained before the PUBACK
+			_, kept := b.server.Topics.Retained.Get(topic)
+			if kept != tc.wantKept {
+				t.Fatalf("retained on %s: %v, want %v", topic, kept, tc.wantKept)
+			}
+			if !c.IsConnectionOpen() {
+				t.Fatal("bridge disconnected")
+			}
+		})
+	}
 }
