@@ -352,7 +352,7 @@ func newMochiBrokerTCP(t *testing.T) (*mochiBroker, DialFunc) {
 // newPahoClient connects a paho client through dial and disconnects it at cleanup.
 func newPahoClient(t *testing.T, dial DialFunc, id string) mqtt.Client {
 	t.Helper()
-	o := mqtt.NewClientOptions().AddBroker(placeholderBroker).SetClientID(id).
+	o := mqtt.NewClientOptions().AddBroker(fmt.Sprintf(placeholderBroker, 0)).SetClientID(id).
 		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(waitTimeout).
 		SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) {
 			return dial(context.Background())
