@@ -389,7 +389,7 @@ func TestBridgeStateUnderACL(t *testing.T) {
 	} {
 		t.Run(tc.user, func(t *testing.T) {
 			topic := "$SYS/broker/connection/" + tc.user + "/state"
-			c := paho.NewClient(paho.NewClientOptions().AddBroker(u).SetClientID("bridge-"+tc.user).SetUsername(tc.user).
+			c := paho.NewClient(paho.NewClientOptions().AddBroker(u).SetClientID("bridge-" + tc.user).SetUsername(tc.user).
 				SetProtocolVersion(0x84).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second))
 			waitToken(t, "connect", c.Connect())
 			defer c.Disconnect(50)
