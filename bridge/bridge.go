@@ -163,6 +163,14 @@ type Bridge struct {
 
 	localLink, remoteLink link
 
+	// localReady is closed once the local side has first subscribed and taken in the
+	// retained messages that brought: the remote side connects only then, so its first
+	// connection sends the Pi's retained state before subscribing there.
+	localReady     chan struct{}
+	localReadyOnce sync.Once
+	// handlerMu is held by onLocalMessage, for onLocalConnect's barrier.
+	handlerMu sync.Mutex
+
 	stateKick chan struct{}
 	workers   sync.WaitGroup
 }
@@ -185,6 +193,7 @@ func New(opts Options) (*Bridge, error) {
 		acks:          make(chan pendingAck, ackerBuffer),
 		up:            make(chan struct{}),
 		stateKick:     make(chan struct{}, 1),
+		localReady:    make(chan struct{}),
 	}
 	if !opts.NoRemoteState {
 		b.remoteState = "$SYS/broker/connection/" + opts.ClientID + "/state"
@@ -463,10 +472,30 @@ func (b *Bridge) onLocalConnect(c mqtt.Client) {
 			b.localLink.dropConn()
 			return
 		}
+		// A barrier, so that the retained messages the SUBSCRIBE brought are in the
+		// retained state before the remote is told it (see localReady). mosquitto writes
+		// them right after the SUBACK, before it reads the next packet, so they precede a
+		// second SUBSCRIBE's SUBACK on the wire; paho hands each PUBLISH to its router (an
+		// unbuffered channel) before it reads the next packet, and the router runs the
+		// handler, which holds handlerMu, one message at a time. Mochi (pimqtt's broker)
+		// writes the SUBACK directly but queues the retained messages for its writer
+		// goroutine, so there a SUBACK can overtake the tail of them: best effort, and the
+		// remote's first connection (a dial and a CONNECT round trip later) gives that
+		// writer time. The filter is the state topic, whose only retained message is the
+		// bridge's own, which route ignores; a refusal (an ACL) is an answer too.
+		if err := waitToken(b.ctx, c.Subscribe(b.stateTopic, 0, nil), ackTimeout); err != nil {
+			b.localLink.log.Error("subscribe failed; reconnecting", "err", err)
+			b.localLink.dropConn()
+			return
+		}
+		b.handlerMu.Lock()
+		//lint:ignore SA2001 an empty critical section: waits for the handler in progress
+		b.handlerMu.Unlock()
 	}
 	b.mu.Lock()
 	b.local = c
 	b.mu.Unlock()
+	b.localReadyOnce.Do(func() { close(b.localReady) })
 	b.localLink.log.Info("connected to the local broker", "subscriptions", len(b.localFilters))
 	b.kickState()
 }
@@ -595,6 +624,8 @@ func (b *Bridge) waitSub(tok mqtt.Token, filters map[string]byte, log *slog.Logg
 // retained, then into the queue. paho acknowledges it to the local broker after this returns,
 // so a QoS 1 message is queued before the local broker sees it acknowledged.
 func (b *Bridge) onLocalMessage(_ mqtt.Client, m mqtt.Message) {
+	b.handlerMu.Lock()
+	defer b.handlerMu.Unlock()
 	t, ok := b.route(m.Topic(), Direction.outward, Topic.localFilter)
 	if !ok {
 		b.log.Debug("local message on no bridged topic ignored", "topic", m.Topic())

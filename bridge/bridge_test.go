@@ -270,3 +270,44 @@ func TestBridgeFailover(t *testing.T) {
 	lo.publish("raspberry/state", 1, false, "back-via-r2")
 	ro.waitMsg("raspberry/state", "back-via-r2")
 }
+
+// TestBridgeRetainedFreshWins starts a bridge between a Pi whose retained state is fresh and a
+// remote that holds a stale retained value for the same topic: the bridge sends the Pi's value
+// before subscribing at the remote, so both sides end with the fresh value and the local side
+// never sees the stale one.
+func TestBridgeRetainedFreshWins(t *testing.T) {
+	for _, kind := range localKinds {
+		t.Run("local="+kind, func(t *testing.T) {
+			log, _ := newLog(t)
+			local := startLocal(t, kind, log)
+			_, remoteDial := startRemote(t)
+			topic, _ := ParseTopic("# both 1 raspberry/ garage/raspberry/")
+			lo := newObserver(t, "local", local.dial, "raspberry/#")
+			ro := newObserver(t, "remote", remoteDial, "garage/#")
+			lo.publish("raspberry/led/state", 1, true, "fresh")
+			ro.publish("garage/raspberry/led/state", 1, true, "stale")
+			b := startBridge(t, Options{
+				Remotes: []Remote{{Label: "mosquitto", Dial: remoteDial}},
+				Topics:  []Topic{topic},
+				Local:   local.dial,
+				Logger:  log,
+			})
+			waitConnected(t, b)
+			ro.waitMsg("garage/raspberry/led/state", "fresh")
+			settle(t, lo, "raspberry/led", ro, "garage/raspberry/led")
+			if n := count(lo.all(), "raspberry/led/state", "stale"); n != 0 {
+				t.Errorf("the local side got the remote's stale retained value %d times", n)
+			}
+			for _, side := range []struct {
+				name, topic string
+				dial        DialFunc
+			}{{"local", "raspberry/led/state", local.dial}, {"remote", "garage/raspberry/led/state", remoteDial}} {
+				late := newObserver(t, side.name+"-late", side.dial, side.topic)
+				got := late.waitFor("retained", func(ms []rec) bool { return len(ms) > 0 })
+				if got[0].Payload != "fresh" || !got[0].Retained {
+					t.Errorf("%s keeps %+v, want the fresh retained value", side.name, got[0])
+				}
+			}
+		})
+	}
+}

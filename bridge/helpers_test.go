@@ -30,9 +30,10 @@ type rec struct {
 
 // observer is a test client of one broker that records every message on its subscriptions.
 type observer struct {
-	t    *testing.T
-	name string
-	c    mqtt.Client
+	t     *testing.T
+	name  string
+	c     mqtt.Client
+	limit time.Duration // of waitFor; waitLimit unless a test sets it
 
 	mu      sync.Mutex
 	msgs    []rec
@@ -51,7 +52,7 @@ func tcpDial(addr string) DialFunc {
 // (QoS 1); it is disconnected at cleanup.
 func newObserver(t *testing.T, name string, dial DialFunc, filters ...string) *observer {
 	t.Helper()
-	o := &observer{t: t, name: name, changed: make(chan struct{})}
+	o := &observer{t: t, name: name, changed: make(chan struct{}), limit: waitLimit}
 	opts := mqtt.NewClientOptions().
 		AddBroker("tcp://observer.invalid:1883").
 		SetClientID(fmt.Sprintf("obs-%s-%d", name, time.Now().UnixNano())).
@@ -109,7 +110,7 @@ func (o *observer) all() []rec {
 // waitFor waits until pred holds for the messages seen, failing the test after waitLimit.
 func (o *observer) waitFor(what string, pred func([]rec) bool) []rec {
 	o.t.Helper()
-	deadline := time.NewTimer(waitLimit)
+	deadline := time.NewTimer(o.limit)
 	defer deadline.Stop()
 	for {
 		o.mu.Lock()
@@ -122,7 +123,7 @@ func (o *observer) waitFor(what string, pred func([]rec) bool) []rec {
 		select {
 		case <-ch:
 		case <-deadline.C:
-			o.t.Fatalf("%s: %s: not seen within %v; seen %d messages: %v", o.name, what, waitLimit, len(msgs), tail(msgs, 20))
+			o.t.Fatalf("%s: %s: not seen within %v; seen %d messages: %v", o.name, what, o.limit, len(msgs), tail(msgs, 20))
 		}
 	}
 }
@@ -229,6 +230,7 @@ type logRecorder struct {
 	lines   []string
 	changed chan struct{}
 	t       *testing.T
+	limit   time.Duration // of waitLine; waitLimit unless a test sets it
 }
 
 type recHandler struct {
@@ -237,7 +239,7 @@ type recHandler struct {
 }
 
 func newLog(t *testing.T) (*slog.Logger, *logRecorder) {
-	r := &logRecorder{changed: make(chan struct{}), t: t}
+	r := &logRecorder{changed: make(chan struct{}), t: t, limit: waitLimit}
 	return slog.New(&recHandler{r: r}), r
 }
 
@@ -270,12 +272,25 @@ func (h *recHandler) WithGroup(string) slog.Handler { return h }
 // waitLine waits for a log line containing every one of parts and returns it.
 func (r *logRecorder) waitLine(parts ...string) string {
 	r.t.Helper()
-	deadline := time.NewTimer(waitLimit)
+	return r.waitLineSince(0, parts...)
+}
+
+// mark returns how many lines there are so far, for waitLineSince.
+func (r *logRecorder) mark() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.lines)
+}
+
+// waitLineSince is waitLine for the lines after the first since.
+func (r *logRecorder) waitLineSince(since int, parts ...string) string {
+	r.t.Helper()
+	deadline := time.NewTimer(r.limit)
 	defer deadline.Stop()
 	for {
 		r.mu.Lock()
 		ch := r.changed
-		for _, l := range r.lines {
+		for _, l := range r.lines[since:] {
 			ok := true
 			for _, p := range parts {
 				if !strings.Contains(l, p) {
@@ -292,7 +307,7 @@ func (r *logRecorder) waitLine(parts ...string) string {
 		select {
 		case <-ch:
 		case <-deadline.C:
-			r.t.Fatalf("no log line with %q within %v", parts, waitLimit)
+			r.t.Fatalf("no log line with %q within %v", parts, r.limit)
 		}
 	}
 }

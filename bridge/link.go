@@ -43,6 +43,20 @@ func (l *link) run(newClient func(*link) mqtt.Client) {
 		lastErr   string
 		downSince time.Time
 	)
+	if l.side == "remote" {
+		select {
+		case <-l.b.localReady:
+		case <-l.b.ctx.Done():
+			return
+		default:
+			l.log.Info("waiting for the local broker before connecting to the remote")
+			select {
+			case <-l.b.localReady:
+			case <-l.b.ctx.Done():
+				return
+			}
+		}
+	}
 	for {
 		if !l.sleep(wait) {
 			return

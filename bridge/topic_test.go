@@ -148,8 +148,8 @@ func TestEchoFilter(t *testing.T) {
 	// An entry consumed out of order does not make eviction drop a younger one.
 	e = newEchoFilter(10*time.Second, 2)
 	e.clock = func() time.Time { return now }
-	e.remember("x", []byte("1")) // seq 1
-	e.remember("x", []byte("1")) // seq 2
+	e.remember("x", []byte("1"))     // seq 1
+	e.remember("x", []byte("1"))     // seq 2
 	if !e.isEcho("x", []byte("1")) { // consumes seq 1
 		t.Fatal("want echo")
 	}
