@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pimqtt/pimqtt/bridge"
 	"github.com/pimqtt/pimqtt/broker"
 	"github.com/pimqtt/pimqtt/config"
 	"github.com/pimqtt/pimqtt/device"
@@ -49,6 +50,7 @@ type Main struct {
 	webAccess *webAccess
 	pageAddrs []net.Addr
 	profiler  *profiler
+	bridges   []*bridge.Bridge
 }
 
 // part is one piece of the running program.
@@ -84,6 +86,11 @@ func (m *Main) assemble() []part {
 	}
 	if mode != config.ModeBroker {
 		parts = append(parts, part{"control page", m.startWeb, m.closeWeb})
+	}
+	if mode != config.ModeDevice && len(m.Config.Bridges) > 0 {
+		// After the device, so what the bridge first sends out is the
+		// device's fresh state; before the listeners, as the device is.
+		parts = append(parts, part{"bridges", m.startBridges, m.closeBridges})
 	}
 	if mode != config.ModeDevice {
 		parts = append(parts, part{"network listeners", m.openNetwork, m.closeNetwork})
@@ -610,7 +617,7 @@ func checkConfig(cfg config.Config, stderr io.Writer) error {
 	}
 	if cfg.Mode != config.ModeDevice {
 		_, err := brokerListeners(cfg)
-		errs = append(errs, err)
+		errs = append(errs, err, checkBridges(cfg))
 	}
 	return errors.Join(errs...)
 }
