@@ -17,13 +17,13 @@ import (
 // (mqtttest/nats.go), and the bridge's backoff adds to it.
 const bridgeRecoveryBound = 60 * time.Second
 
-// TestBridgeNATSCluster is the Pi's broker bridged both ways to a real three-node nats-server
+// TestBridgeLEDNATSCluster is the Pi's broker bridged both ways to a real three-node nats-server
 // cluster (raspberry/# both 1), the whole program running with a simulated LED: a phone on the
 // cluster toggles the LED and sees its state there; the command crosses once (no echo back
 // to the cluster, no echo of the state back to the Pi); SIGKILL of the node the bridge uses
 // and the bridge recovers on another; during an outage of every node QoS 1 commands
 // published on the cluster and QoS 1 messages published on the Pi wait, and arrive after it.
-func TestBridgeNATSCluster(t *testing.T) {
+func TestBridgeLEDNATSCluster(t *testing.T) {
 	cluster := mqtttest.StartNATSCluster(t, 3)
 	nodes := cluster.Nodes
 	// The bridge reaches each node through a relay, so the test can take every node out of
