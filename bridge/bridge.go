@@ -149,17 +149,20 @@ type Bridge struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu          sync.Mutex
-	started     bool
-	closed      bool
-	local       mqtt.Client   // nil unless connected and subscribed
-	remote      mqtt.Client   // nil unless connected, retained state sent and subscribed
-	remoteIdx   int           // Remotes index of remote
-	remoteGen   uint64        // counts remote connections
-	up          chan struct{} // closed while remote != nil
-	gone        chan struct{} // closed when the current remote connection is lost
-	downQoS0    int           // QoS 0 messages dropped in the current outage
-	localNoLink int           // remote messages dropped because the local side was down
+	mu        sync.Mutex
+	started   bool
+	closed    bool
+	local     mqtt.Client   // nil unless connected and subscribed
+	remote    mqtt.Client   // nil unless connected, retained state sent and subscribed
+	remoteIdx int           // Remotes index of remote
+	remoteGen uint64        // counts remote connections
+	up        chan struct{} // closed while remote != nil
+	gone      chan struct{} // closed when the current remote connection is lost
+	// lostLocal and lostRemote are the latest clients whose connection was lost, so that a
+	// connect handler still setting up a dead connection does not install it.
+	lostLocal, lostRemote mqtt.Client
+	downQoS0              int // QoS 0 messages dropped in the current outage
+	localNoLink           int // remote messages dropped because the local side was down
 
 	localLink, remoteLink link
 
@@ -493,6 +496,11 @@ func (b *Bridge) onLocalConnect(c mqtt.Client) {
 		b.handlerMu.Unlock()
 	}
 	b.mu.Lock()
+	if b.lostLocal == c {
+		// Lost while subscribing; the link connects again.
+		b.mu.Unlock()
+		return
+	}
 	b.local = c
 	b.mu.Unlock()
 	b.localReadyOnce.Do(func() { close(b.localReady) })
@@ -505,6 +513,7 @@ func (b *Bridge) onLocalLost(c mqtt.Client, err error) {
 	if b.local == c {
 		b.local = nil
 	}
+	b.lostLocal = c
 	b.mu.Unlock()
 	b.localLink.lostConn(err)
 }
@@ -553,7 +562,8 @@ func (b *Bridge) onRemoteConnect(c mqtt.Client) {
 	}
 
 	b.mu.Lock()
-	if b.ctx.Err() != nil {
+	if b.ctx.Err() != nil || b.lostRemote == c {
+		// Closing, or the connection died during the setup: its loss was handled then.
 		b.mu.Unlock()
 		return
 	}
@@ -582,6 +592,7 @@ func (b *Bridge) onRemoteLost(c mqtt.Client, err error) {
 		b.up = make(chan struct{})
 		close(b.gone)
 	}
+	b.lostRemote = c
 	gen := b.remoteGen
 	b.mu.Unlock()
 	if wasUp {
@@ -743,8 +754,10 @@ func (b *Bridge) sendLoop() {
 			c, gone := b.remote, b.gone
 			current := b.remoteGen == gen
 			b.mu.Unlock()
-			if c == nil || !current {
-				b.queue.finished(m, gen, false)
+			if c == nil || !current || !c.IsConnectionOpen() {
+				// Lost, and the handler has not said so yet: it will, and the next
+				// connection sends m again.
+				b.queue.requeue(m, gen)
 				break
 			}
 			if m.echo {

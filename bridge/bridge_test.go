@@ -63,7 +63,7 @@ func TestBridgeBothWays(t *testing.T) {
 				t.Fatal(err)
 			}
 			lo := newObserver(t, "local", local.dial, "raspberry/#", "$SYS/broker/connection/#")
-			ro := newObserver(t, "remote", remoteDial, "garage/#")
+			ro := newObserver(t, "remote", remoteDial, "garage/#", "$SYS/broker/connection/#")
 			b := startBridge(t, Options{
 				Remotes: []Remote{{Label: "mosquitto", Dial: remoteDial}},
 				Topics:  []Topic{topic},
@@ -72,6 +72,9 @@ func TestBridgeBothWays(t *testing.T) {
 			})
 			waitConnected(t, b)
 			lo.waitFor("state 1", func(ms []rec) bool { return lastState(ms) == "1" })
+			// At the remote, as mosquitto's notifications: under the client id.
+			remoteState := "$SYS/broker/connection/" + b.opts.ClientID + "/state"
+			ro.waitMsg(remoteState, "1")
 			// A topic outside the tree stays local; the observers prove it below.
 			lo.publish("kitchen/led", 1, false, "stays")
 
@@ -115,7 +118,64 @@ func TestBridgeBothWays(t *testing.T) {
 				t.Errorf("Close: %v", err)
 			}
 			lo.waitFor("state 0 after Close", func(ms []rec) bool { return lastState(ms) == "0" })
+			ro.waitMsg(remoteState, "0")
 		})
+	}
+}
+
+// TestBridgeRemoteWill cuts the bridge's connection to the remote without a DISCONNECT: the
+// remote publishes the bridge's will, state 0, as mosquitto's bridges have it.
+func TestBridgeRemoteWill(t *testing.T) {
+	log, _ := newLog(t)
+	local := startLocal(t, "pimqtt", log)
+	remote, _ := startRemote(t)
+	relay := mqtttest.NewRelay(t)
+	relay.Forward(fmt.Sprintf("127.0.0.1:%d", remote.Port))
+	topic, _ := ParseTopic("raspberry/# out 1")
+	ro := newObserver(t, "remote", tcpDial(fmt.Sprintf("127.0.0.1:%d", remote.Port)), "$SYS/broker/connection/#")
+	b := startBridge(t, Options{
+		Remotes: []Remote{{Label: "relay", Dial: tcpDial(relay.Addr())}},
+		Topics:  []Topic{topic},
+		Local:   local.dial,
+		Logger:  log,
+	})
+	waitConnected(t, b)
+	remoteState := "$SYS/broker/connection/" + b.opts.ClientID + "/state"
+	ro.waitMsg(remoteState, "1")
+	relay.Forward("") // the remote unreachable: no reconnection meanwhile
+	relay.Drop()
+	ro.waitMsg(remoteState, "0")
+}
+
+// TestBridgeRefusedCredentials: a remote that refuses the bridge's user name and password is
+// logged once, with the broker's answer, and the password appears in no log line.
+func TestBridgeRefusedCredentials(t *testing.T) {
+	log, logs := newLog(t)
+	local := startLocal(t, "pimqtt", log)
+	m := mqtttest.StartMosquitto(t, mqtttest.MosquittoConfig{Extra: []string{"allow_anonymous false"}})
+	const password = "s3cret-Pa55"
+	topic, _ := ParseTopic("raspberry/# out 1")
+	b := startBridge(t, Options{
+		Remotes:  []Remote{{Label: "mosquitto", Dial: tcpDial(fmt.Sprintf("127.0.0.1:%d", m.Port))}},
+		Topics:   []Topic{topic},
+		Local:    local.dial,
+		Logger:   log,
+		Username: "bridge",
+		Password: password,
+	})
+	line := logs.waitLine("WARN cannot connect", "side=remote")
+	if !strings.Contains(line, "not Authorized") {
+		t.Errorf("refusal logged as %q, want the broker's answer (not Authorized)", line)
+	}
+	logs.waitLine("connection attempt failed", "side=remote", "attempt=2")
+	if err := b.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if leaks := logs.matching(password); len(leaks) > 0 {
+		t.Errorf("the password is in the log: %q", leaks)
+	}
+	if c := logs.count("WARN cannot connect"); c != 1 {
+		t.Errorf("%d warnings for one refusal, want 1", c)
 	}
 }
 

@@ -129,6 +129,19 @@ func (q *outQueue) next() (*outMsg, uint64) {
 	return nil, 0
 }
 
+// requeue puts m, taken by next for connection gen, back unsent without waking the sender:
+// the connection is gone, and only the next one (connected) should send it.
+func (q *outQueue) requeue(m *outMsg, gen uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if m.gen == gen && m.state == inFlight {
+		m.state = unsent
+		if gen == q.gen {
+			q.inflight--
+		}
+	}
+}
+
 // finished records the outcome of sending m on connection gen. A message that failed goes
 // back to unsent if no later connection has taken it over; acknowledged ones leave the head of
 // the queue. It returns how many messages were dropped while the queue was full when this
@@ -165,7 +178,10 @@ func (q *outQueue) finished(m *outMsg, gen uint64, ok bool) (droppedWhileFull in
 			q.full, q.dropped = false, 0
 		}
 	}
-	q.kick()
+	if ok || gen == q.gen {
+		// Room in the window, or a message to send again on the same connection.
+		q.kick()
+	}
 	return droppedWhileFull
 }
 
