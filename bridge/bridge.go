@@ -708,7 +708,18 @@ func (b *Bridge) onRemoteMessage(_ mqtt.Client, m mqtt.Message) {
 	}
 	b.localNoLink = 0
 	b.mu.Unlock()
-	tok := local.Publish(t.toLocal(m.Topic()), min(t.QoS, m.Qos()), m.Retained(), m.Payload())
+	localTopic := t.toLocal(m.Topic())
+	if m.Retained() {
+		// The local broker does not send the bridge its own publishes, so the retained
+		// state learns this one here: otherwise the next connection would send the remote
+		// the value this one replaced. Only retained deliveries at subscription time come
+		// here: a 3.1.1 broker clears the retain flag of live messages, so a retained
+		// message published live at the remote is forwarded as a plain one.
+		if o, ok := b.route(localTopic, Direction.outward, Topic.localFilter); ok {
+			b.retained.set(localTopic, o.toRemote(localTopic), m.Payload())
+		}
+	}
+	tok := local.Publish(localTopic, min(t.QoS, m.Qos()), m.Retained(), m.Payload())
 	select {
 	case b.acks <- pendingAck{tok: tok, msg: m}:
 	case <-b.ctx.Done():
