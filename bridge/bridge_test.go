@@ -1,7 +1,10 @@
 package bridge
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -367,6 +370,60 @@ func TestBridgeRetainedFreshWins(t *testing.T) {
 				if got[0].Payload != "fresh" || !got[0].Retained {
 					t.Errorf("%s keeps %+v, want the fresh retained value", side.name, got[0])
 				}
+			}
+		})
+	}
+}
+
+// TestBridgeCloseBounded closes a bridge whose remote never answers, at the two places an
+// attempt can hang: the dial, and the CONNECT that gets no CONNACK. Close returns at once
+// and says state 0 locally.
+func TestBridgeCloseBounded(t *testing.T) {
+	tests := []struct {
+		name string
+		dial func(called chan<- struct{}) DialFunc
+	}{
+		{"dial hangs", func(called chan<- struct{}) DialFunc {
+			return func(ctx context.Context) (net.Conn, error) {
+				called <- struct{}{}
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+		}},
+		{"no CONNACK", func(called chan<- struct{}) DialFunc {
+			return func(ctx context.Context) (net.Conn, error) {
+				c, s := net.Pipe()
+				go func() { _, _ = io.Copy(io.Discard, s) }() // reads CONNECT, answers nothing
+				called <- struct{}{}
+				return c, nil
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log, _ := newLog(t)
+			local := startLocal(t, "pimqtt", log)
+			lo := newObserver(t, "local", local.dial, "$SYS/broker/connection/#")
+			called := make(chan struct{}, 10)
+			topic, _ := ParseTopic("raspberry/# out 1")
+			b := startBridge(t, Options{
+				Remotes: []Remote{{Label: "silent", Dial: tt.dial(called)}},
+				Topics:  []Topic{topic},
+				Local:   local.dial,
+				Logger:  log,
+			})
+			select {
+			case <-called:
+			case <-time.After(waitLimit):
+				t.Fatal("the remote was never dialled")
+			}
+			lo.waitFor("state 0", func(ms []rec) bool { return lastState(ms) == "0" })
+			start := time.Now()
+			if err := b.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("Close took %v with an attempt hanging, want under 3 s", d)
 			}
 		})
 	}

@@ -49,7 +49,7 @@ func (l *link) run(newClient func(*link) mqtt.Client) {
 		case <-l.b.ctx.Done():
 			return
 		default:
-			l.log.Info("waiting for the local broker before connecting to the remote")
+			l.log.Debug("waiting for the local broker before connecting to the remote")
 			select {
 			case <-l.b.localReady:
 			case <-l.b.ctx.Done():
@@ -134,10 +134,14 @@ func (l *link) connect(c mqtt.Client) error {
 	select {
 	case <-tok.Done():
 	case <-l.b.ctx.Done():
-		// Unblock a handshake in progress, then make sure nothing stays connected.
+		// Unblock a handshake in progress, then make sure nothing stays connected. Bounded:
+		// a DialFunc that ignores its ctx must not hold Close up.
 		l.dropConn()
-		<-tok.Done()
-		c.Disconnect(0)
+		select {
+		case <-tok.Done():
+			c.Disconnect(0)
+		case <-time.After(connectTimeout):
+		}
 		return l.b.ctx.Err()
 	}
 	err := tok.Error()
@@ -151,11 +155,17 @@ func (l *link) connect(c mqtt.Client) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
-	case len(l.attempts) == 1 && kind == packets.ErrNetworkError:
-		// The dial failed: its error names the address.
-		err = errors.New(l.attempts[0])
-	case len(l.attempts) > 0:
-		err = fmt.Errorf("%w (%s)", err, strings.Join(l.attempts, "; "))
+	case l.side == "local" || len(l.b.opts.Remotes) == 1:
+		if len(l.attempts) == 1 {
+			// The dial failed: its error names the address.
+			err = errors.New(l.attempts[0])
+		}
+	case len(l.attempts) == len(l.b.opts.Remotes):
+		err = errors.New(strings.Join(l.attempts, "; "))
+	default:
+		// paho reports what the last address it tried answered; the dial failures of
+		// the others are known here.
+		err = fmt.Errorf("last address tried: %w; %s", err, strings.Join(l.attempts, "; "))
 	}
 	return &attemptError{err: err, kind: kind}
 }
