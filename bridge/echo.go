@@ -30,6 +30,12 @@ import (
 // passed, and meanwhile swallows the first identical message (same topic and payload) another
 // client publishes at the remote: a toggle sent twice within the window would arrive once.
 // That is the price of not trusting the remote; the window and the bound keep it small.
+//
+// The other way round, an echo arriving after its fingerprint expired is forwarded: with
+// CleanSession false the remote keeps the echo of a message sent just before a connection
+// died for the bridge's session, and delivers it on the next connection; after an outage
+// longer than echoWindow local subscribers see that message a second time (the local broker
+// sends nothing the bridge publishes back to it, so it goes no further).
 type echoFilter struct {
 	window time.Duration
 	limit  int
