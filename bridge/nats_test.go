@@ -32,7 +32,7 @@ func TestBridgeNATSCluster(t *testing.T) {
 		remotes = append(remotes, Remote{Label: n.Name, Dial: tcpDial(n.MQTTAddr())})
 	}
 	topic, _ := ParseTopic("raspberry/# both 1")
-	lo := newObserver(t, "local", local.dial, "raspberry/#", "$SYS/broker/connection/#")
+	lo := newObserver(t, "local", local.dial, "raspberry/#", stateTopic)
 	lo.limit = natsLimit
 	b := startBridge(t, Options{
 		Remotes: remotes,
