@@ -432,3 +432,48 @@ func TestBridgeCloseBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestBridgeDirections: an out topic only goes out, an in topic only comes in, and a topic in
+// neither tree stays where it was published.
+func TestBridgeDirections(t *testing.T) {
+	log, _ := newLog(t)
+	local := startLocal(t, "pimqtt", log)
+	_, remoteDial := startRemote(t)
+	var topics []Topic
+	for _, s := range []string{"out/# out 1", "in/# in 1", "m/# both 1"} {
+		tp, err := ParseTopic(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		topics = append(topics, tp)
+	}
+	lo := newObserver(t, "local", local.dial, "#")
+	ro := newObserver(t, "remote", remoteDial, "#")
+	b := startBridge(t, Options{
+		Remotes: []Remote{{Label: "mosquitto", Dial: remoteDial}},
+		Topics:  topics,
+		Local:   local.dial,
+		Logger:  log,
+	})
+	waitConnected(t, b)
+	lo.publish("out/a", 1, false, "local-out")  // crosses
+	lo.publish("in/a", 1, false, "local-in")    // stays
+	lo.publish("other/a", 1, false, "local-x")  // stays
+	ro.publish("in/a", 1, false, "remote-in")   // crosses
+	ro.publish("out/a", 1, false, "remote-out") // stays
+	ro.publish("other/a", 1, false, "remote-x") // stays
+	settle(t, lo, "m/x", ro, "m/x")
+	settle(t, ro, "m/x", lo, "m/x")
+	for _, c := range []struct {
+		o            *observer
+		topic, value string
+		want         int
+	}{
+		{ro, "out/a", "local-out", 1}, {ro, "in/a", "local-in", 0}, {ro, "other/a", "local-x", 0},
+		{lo, "in/a", "remote-in", 1}, {lo, "out/a", "remote-out", 0}, {lo, "other/a", "remote-x", 0},
+	} {
+		if n := count(c.o.all(), c.topic, c.value); n != c.want {
+			t.Errorf("%s saw %s %q %d times, want %d", c.o.name, c.topic, c.value, n, c.want)
+		}
+	}
+}
