@@ -340,9 +340,10 @@ func (b *Bridge) Remote() string {
 	return b.opts.Remotes[b.remoteIdx].Label
 }
 
-// Close stops the bridge in bounded time (a few seconds at most): it lets queued messages go
-// out to a connected remote for up to 2 s, publishes the state "0" at the remote (when
-// enabled) and on the local broker, and disconnects both. Messages still queued then are
+// Close stops the bridge in bounded time (about 6 s at most, 10 s more if a DialFunc ignores
+// its context): it lets queued messages go out to a connected remote for up to 2 s, publishes
+// the state "0" at the remote (when enabled) and on the local broker, waiting up to 2 s for
+// each, and disconnects both. Messages still queued then are
 // lost: the queue lives in memory. Close is idempotent and safe without Start.
 func (b *Bridge) Close() error {
 	b.mu.Lock()
@@ -561,8 +562,9 @@ func (b *Bridge) onLocalLost(c mqtt.Client, err error) {
 func (b *Bridge) onRemoteConnect(c mqtt.Client) {
 	l := &b.remoteLink
 	idx := l.lastDialed()
-	ctx, cancel := context.WithTimeout(b.ctx, ackTimeout)
-	defer cancel()
+	// Each wait below is bounded by ackTimeout on its own: a large retained state over a slow
+	// link may take longer than that in all.
+	ctx := b.ctx
 	fail := func(what string, err error) {
 		l.log.Error(what+"; reconnecting", "remote", b.opts.Remotes[idx].Label, "err", err)
 		l.dropConn()
