@@ -171,8 +171,8 @@ func TestBridgeRefusedCredentials(t *testing.T) {
 		Password: password,
 	})
 	line := logs.waitLine("WARN cannot connect", "side=remote")
-	if !strings.Contains(line, "not Authorized") {
-		t.Errorf("refusal logged as %q, want the broker's answer (not Authorized)", line)
+	if !strings.Contains(line, "not Authorized") || !strings.Contains(line, "hint=check the bridge's user name and password") {
+		t.Errorf("refusal logged as %q, want the broker's answer (not Authorized) and a hint", line)
 	}
 	logs.waitLine("connection attempt failed", "side=remote", "attempt=2")
 	if err := b.Close(); err != nil {
@@ -476,4 +476,32 @@ func TestBridgeDirections(t *testing.T) {
 			t.Errorf("%s saw %s %q %d times, want %d", c.o.name, c.topic, c.value, n, c.want)
 		}
 	}
+}
+
+// TestBridgeLocalRefusesBridge: a local broker that refuses protocol level 0x84 (stock Mochi,
+// nats-server) answers CONNACK 1; the bridge says what that means.
+func TestBridgeLocalRefusesBridge(t *testing.T) {
+	log, logs := newLog(t)
+	refusing := func(ctx context.Context) (net.Conn, error) {
+		c, s := net.Pipe()
+		go func() {
+			defer s.Close()
+			buf := make([]byte, 1024)
+			if _, err := s.Read(buf); err != nil { // the CONNECT (paho writes it in one piece)
+				return
+			}
+			_, _ = s.Write([]byte{0x20, 0x02, 0x00, 0x01}) // CONNACK 1: unacceptable protocol version
+			_, _ = io.Copy(io.Discard, s)
+		}()
+		return c, nil
+	}
+	_, remoteDial := startRemote(t)
+	topic, _ := ParseTopic("raspberry/# out 1")
+	startBridge(t, Options{
+		Remotes: []Remote{{Label: "mosquitto", Dial: remoteDial}},
+		Topics:  []Topic{topic},
+		Local:   refusing,
+		Logger:  log,
+	})
+	logs.waitLine("WARN cannot connect", "side=local", "does not accept MQTT bridges (protocol level 0x84")
 }

@@ -86,8 +86,11 @@ func (l *link) run(newClient func(*link) mqtt.Client) {
 		}
 		failures++
 		if msg := errKind(err); failures == 1 || msg != lastErr {
-			l.log.Warn("cannot connect; retrying with backoff (logged again only when the error changes)",
-				"err", err, "next_attempt_in", l.nextWait(wait, connected))
+			args := []any{"err", err, "next_attempt_in", l.nextWait(wait, connected)}
+			if h := l.hint(err); h != "" {
+				args = append(args, "hint", h)
+			}
+			l.log.Warn("cannot connect; retrying with backoff (logged again only when the error changes)", args...)
 			lastErr = msg
 		} else {
 			l.log.Debug("connection attempt failed", "err", err, "attempt", failures)
@@ -123,6 +126,23 @@ func errKind(err error) string {
 		return fmt.Sprint(ae.kind)
 	}
 	return err.Error()
+}
+
+// hint says what a CONNACK refusal usually means for this side, or "".
+func (l *link) hint(err error) string {
+	var ae *attemptError
+	if !errors.As(err, &ae) {
+		return ""
+	}
+	switch {
+	case l.side == "local" && ae.kind == packets.ErrRefusedBadProtocolVersion:
+		return "the local broker does not accept MQTT bridges (protocol level 0x84, mosquitto's bridge bit)"
+	case l.side == "remote" && (ae.kind == packets.ErrRefusedBadUsernameOrPassword || ae.kind == packets.ErrRefusedNotAuthorised):
+		return "check the bridge's user name and password at the remote"
+	case l.side == "remote" && ae.kind == packets.ErrRefusedIDRejected:
+		return "the remote refuses the bridge's client id; set another one"
+	}
+	return ""
 }
 
 // connect makes one attempt (on the remote side: each address in order) and waits for it.
