@@ -174,6 +174,8 @@ func (d *Device) onConnect(c mqtt.Client) {
 	ctx, cancel := context.WithTimeout(d.ctx, ackTimeout)
 	defer cancel()
 
+	gen := d.connGen.Add(1)
+
 	// The device also listens to its own status topic to repair a late will; see onStatus.
 	filters := map[string]byte{d.statusTopic: 1}
 	for _, o := range d.outputs {
@@ -182,44 +184,99 @@ func (d *Device) onConnect(c mqtt.Client) {
 	for topic := range d.bySim {
 		filters[topic] = 1
 	}
+	failed := d.subscribe(ctx, c, filters, true)
+	d.flagsMu.Lock()
+	d.announce, d.refresh, d.readyArm = true, true, obeysWithout(failed, d.statusTopic)
+	d.flagsMu.Unlock()
+	d.requestPublish()
+	d.onConnectExtras(c)
+	if len(failed) > 0 {
+		d.retrySubscribe(c, gen, failed)
+	}
+}
+
+// obeysWithout says whether the device obeys although the filters in failed are not
+// subscribed: only its own status topic may be missing.
+func obeysWithout(failed map[string]byte, statusTopic string) bool {
+	for topic := range failed {
+		if topic != statusTopic {
+			return false
+		}
+	}
+	return true
+}
+
+// subscribe sends one SUBSCRIBE for filters and returns those the broker refused (SUBACK
+// 0x80) or did not answer, logging each at the first attempt (first) and at debug after.
+func (d *Device) subscribe(ctx context.Context, c mqtt.Client, filters map[string]byte, first bool) map[string]byte {
 	tok := c.SubscribeMultiple(filters, d.onMessage)
 	err := waitToken(ctx, tok)
 	var granted map[string]byte
 	if st, ok := tok.(*mqtt.SubscribeToken); ok && err == nil {
 		granted = st.Result()
 	}
-	refused := func(topic string) error {
+	failed := map[string]byte{}
+	for topic, qos := range filters {
+		var why error
 		switch {
 		case err != nil:
-			return err
+			why = err
 		case granted[topic] == 0x80:
-			return errors.New("refused by the broker (check its ACL)")
+			// Not always the ACL: a clustered broker (nats-server) refuses while it cannot
+			// create the subscription's consumer yet, e.g. during a leader election.
+			why = errors.New("refused by the broker (its ACL, or a cluster that is not ready)")
+		default:
+			continue
 		}
-		return nil
-	}
-	subscribed := true
-	for _, o := range d.outputs {
-		if err := refused(o.commandTopic); err != nil {
-			subscribed = false
-			o.log.Error("subscribe failed; commands will not arrive until the next reconnection",
-				"topic", o.commandTopic, "err", err)
+		failed[topic] = qos
+		if !first {
+			d.log.Debug("subscribe retry failed", "topic", topic, "err", why)
+			continue
+		}
+		switch {
+		case topic == d.statusTopic:
+			d.log.Warn("subscribe to own status failed; retrying with backoff (a late will could leave the status Off meanwhile)",
+				"topic", topic, "err", why)
+		case d.bySim[topic] != nil:
+			d.bySim[topic].log.Error("subscribe to the simulation topic failed; retrying with backoff, the line cannot be driven meanwhile",
+				"topic", topic, "err", why)
+		default:
+			log := d.log
+			if o := d.byCommand[topic]; o != nil {
+				log = o.log
+			}
+			log.Error("subscribe failed; retrying with backoff, commands do not arrive meanwhile", "topic", topic, "err", why)
 		}
 	}
-	for topic, in := range d.bySim {
-		if err := refused(topic); err != nil {
-			subscribed = false
-			in.log.Error("subscribe to the simulation topic failed; the line cannot be driven until the next reconnection",
-				"topic", topic, "err", err)
+	return failed
+}
+
+// retrySubscribe subscribes again to what the broker refused, on the same connection, with
+// capped backoff, until it is granted or the connection (generation gen) ends. A refusal is
+// not final: a broker's ACL can be reloaded, and a cluster refuses while it elects a leader.
+func (d *Device) retrySubscribe(c mqtt.Client, gen uint64, failed map[string]byte) {
+	wait := time.Second
+	for attempt := 2; len(failed) > 0; attempt++ {
+		if !d.sleep(min(wait, d.maxBackoff)) || d.connGen.Load() != gen || !c.IsConnectionOpen() {
+			return
+		}
+		wait *= 2
+		ctx, cancel := context.WithTimeout(d.ctx, ackTimeout)
+		still := d.subscribe(ctx, c, failed, false)
+		cancel()
+		if d.connGen.Load() != gen {
+			return
+		}
+		if len(still) < len(failed) {
+			d.log.Info("subscribed after a refusal", "attempt", attempt, "still_refused", len(still))
+		}
+		failed = still
+		if obeysWithout(failed, d.statusTopic) {
+			// Obeys now: the states go out again, and Ready may close.
+			d.flagsMu.Lock()
+			d.refresh, d.readyArm = true, true
+			d.flagsMu.Unlock()
+			d.requestPublish()
 		}
 	}
-	// Not a reason to hold Ready back: the device obeys without it.
-	if err := refused(d.statusTopic); err != nil {
-		d.log.Warn("subscribe to own status failed; a late will could leave the status Off",
-			"topic", d.statusTopic, "err", err)
-	}
-	d.flagsMu.Lock()
-	d.announce, d.refresh, d.readyArm = true, true, subscribed
-	d.flagsMu.Unlock()
-	d.requestPublish()
-	d.onConnectExtras(c)
 }

@@ -210,7 +210,10 @@ type Device struct {
 	brokers []Broker
 	// dialled is the index in brokers of the latest connection opened: the one paho goes on
 	// to CONNECT over, so onConnect can say which broker took it.
-	dialled     atomic.Int32
+	dialled atomic.Int32
+	// connGen counts connections (onConnect), so a retry loop of one connection stops when
+	// the next begins.
+	connGen     atomic.Uint64
 	clientID    string
 	username    string
 	password    string

@@ -59,13 +59,19 @@ func newMochiBroker(t *testing.T, extra ...listeners.Listener) *mochiBroker {
 // log.
 func newLoggedMochiBroker(t *testing.T, log io.Writer, extra ...listeners.Listener) *mochiBroker {
 	t.Helper()
+	return newMochiBrokerAuth(t, log, new(allowAll), extra...)
+}
+
+// newMochiBrokerAuth is newLoggedMochiBroker with auth as its only auth and ACL hook.
+func newMochiBrokerAuth(t *testing.T, log io.Writer, auth mochi.Hook, extra ...listeners.Listener) *mochiBroker {
+	t.Helper()
 	s := mochi.New(&mochi.Options{
 		InlineClient:           true,
 		Capabilities:           mochi.NewDefaultServerCapabilities(),
 		Logger:                 slog.New(slog.NewTextHandler(log, nil)),
 		SysTopicResendInterval: 3600,
 	})
-	if err := s.AddHook(new(allowAll), nil); err != nil {
+	if err := s.AddHook(auth, nil); err != nil {
 		t.Fatalf("add auth hook: %v", err)
 	}
 	b := &mochiBroker{s: s}
