@@ -30,7 +30,7 @@ type rec struct {
 
 // observer is a test client of one broker that records every message on its subscriptions.
 type observer struct {
-	t     *testing.T
+	t     testing.TB
 	name  string
 	c     mqtt.Client
 	limit time.Duration // of waitFor; waitLimit unless a test sets it
@@ -50,7 +50,7 @@ func tcpDial(addr string) DialFunc {
 
 // newObserver connects a plain MQTT 3.1.1 client through dial and subscribes it to filters
 // (QoS 1); it is disconnected at cleanup.
-func newObserver(t *testing.T, name string, dial DialFunc, filters ...string) *observer {
+func newObserver(t testing.TB, name string, dial DialFunc, filters ...string) *observer {
 	t.Helper()
 	o := &observer{t: t, name: name, changed: make(chan struct{}), limit: waitLimit}
 	opts := mqtt.NewClientOptions().
@@ -84,7 +84,7 @@ func newObserver(t *testing.T, name string, dial DialFunc, filters ...string) *o
 }
 
 // must waits for tok and fails the test on error or after waitLimit.
-func must(t *testing.T, tok mqtt.Token, what string) {
+func must(t testing.TB, tok mqtt.Token, what string) {
 	t.Helper()
 	if !tok.WaitTimeout(waitLimit) {
 		t.Fatalf("%s: no answer within %v", what, waitLimit)
@@ -107,22 +107,26 @@ func (o *observer) all() []rec {
 	return append([]rec(nil), o.msgs...)
 }
 
-// waitFor waits until pred holds for the messages seen, failing the test after waitLimit.
+// waitFor waits until pred holds for the messages seen, failing the test after waitLimit, and
+// returns them. pred must not keep the slice.
 func (o *observer) waitFor(what string, pred func([]rec) bool) []rec {
 	o.t.Helper()
 	deadline := time.NewTimer(o.limit)
 	defer deadline.Stop()
 	for {
+		// pred runs under the lock on the live slice: copying it on every message would
+		// make a long wait quadratic and slow the handler (and the broker) down.
 		o.mu.Lock()
-		msgs := append([]rec(nil), o.msgs...)
+		ok := pred(o.msgs)
 		ch := o.changed
 		o.mu.Unlock()
-		if pred(msgs) {
-			return msgs
+		if ok {
+			return o.all()
 		}
 		select {
 		case <-ch:
 		case <-deadline.C:
+			msgs := o.all()
 			o.t.Fatalf("%s: %s: not seen within %v; seen %d messages: %v", o.name, what, o.limit, len(msgs), tail(msgs, 20))
 		}
 	}
@@ -160,7 +164,7 @@ type localBroker struct {
 
 // startLocal starts a local broker of the given kind: "pimqtt" (broker.New with an in-memory
 // dial, as in all-in-one mode) or "mosquitto".
-func startLocal(t *testing.T, kind string, log *slog.Logger) localBroker {
+func startLocal(t testing.TB, kind string, log *slog.Logger) localBroker {
 	t.Helper()
 	switch kind {
 	case "pimqtt":
@@ -185,14 +189,14 @@ func startLocal(t *testing.T, kind string, log *slog.Logger) localBroker {
 }
 
 // startRemote starts a mosquitto as the remote broker.
-func startRemote(t *testing.T) (*mqtttest.Mosquitto, DialFunc) {
+func startRemote(t testing.TB) (*mqtttest.Mosquitto, DialFunc) {
 	t.Helper()
 	m := mqtttest.StartMosquitto(t, mqtttest.MosquittoConfig{Extra: []string{"allow_anonymous true"}})
 	return m, tcpDial(fmt.Sprintf("127.0.0.1:%d", m.Port))
 }
 
 // startBridge creates and starts a bridge, closed at cleanup.
-func startBridge(t *testing.T, o Options) *Bridge {
+func startBridge(t testing.TB, o Options) *Bridge {
 	t.Helper()
 	if o.Name == "" {
 		o.Name = "cloud"
@@ -215,7 +219,7 @@ func startBridge(t *testing.T, o Options) *Bridge {
 }
 
 // waitConnected waits until b is connected to the remote.
-func waitConnected(t *testing.T, b *Bridge) {
+func waitConnected(t testing.TB, b *Bridge) {
 	t.Helper()
 	select {
 	case <-b.Connected():
@@ -229,7 +233,7 @@ type logRecorder struct {
 	mu      sync.Mutex
 	lines   []string
 	changed chan struct{}
-	t       *testing.T
+	t       testing.TB
 	limit   time.Duration // of waitLine; waitLimit unless a test sets it
 }
 
@@ -238,7 +242,7 @@ type recHandler struct {
 	attrs []slog.Attr
 }
 
-func newLog(t *testing.T) (*slog.Logger, *logRecorder) {
+func newLog(t testing.TB) (*slog.Logger, *logRecorder) {
 	r := &logRecorder{changed: make(chan struct{}), t: t, limit: waitLimit}
 	return slog.New(&recHandler{r: r}), r
 }
