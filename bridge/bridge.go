@@ -553,7 +553,7 @@ func (b *Bridge) onLocalLost(c mqtt.Client, err error) {
 	}
 	b.lostLocal = c
 	b.mu.Unlock()
-	b.localLink.lostConn(err)
+	b.localLink.lostConn(err, "")
 }
 
 // onRemoteConnect makes a new remote connection ready: the retained local state goes out
@@ -634,12 +634,13 @@ func (b *Bridge) onRemoteLost(c mqtt.Client, err error) {
 	}
 	b.lostRemote = c
 	gen := b.remoteGen
+	label := b.opts.Remotes[b.remoteLink.lastDialed()].Label
 	b.mu.Unlock()
 	if wasUp {
 		b.queue.disconnected(gen)
 		b.kickState()
 	}
-	b.remoteLink.lostConn(err)
+	b.remoteLink.lostConn(err, label)
 }
 
 // subscribedRemote reports whether one of the bridge's remote subscriptions matches topic:

@@ -265,13 +265,17 @@ func (l *link) closeConn() {
 	}
 }
 
-// lostConn is called from paho's connection-lost handler.
-func (l *link) lostConn(err error) {
+// lostConn is called from paho's connection-lost handler; label names the address, if known.
+func (l *link) lostConn(err error, label string) {
+	log := l.log
+	if label != "" {
+		log = log.With("remote", label)
+	}
 	if l.b.ctx.Err() != nil {
-		l.log.Debug("connection closed", "err", err)
+		log.Debug("connection closed", "err", err)
 		return
 	}
-	l.log.Warn("connection lost; reconnecting", "err", err)
+	log.Warn("connection lost; reconnecting", "err", err)
 	select {
 	case l.lost <- struct{}{}:
 	default:
