@@ -37,7 +37,8 @@ import (
 	"unicode/utf8"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/pimqtt/pimqtt/mqttclient"
 )
 
 // DialFunc opens the byte stream to a broker, before any MQTT is spoken. It is called for
@@ -423,7 +424,7 @@ func (b *Bridge) clientOptions(l *link, brokers ...string) *mqtt.ClientOptions {
 		SetConnectRetry(false).
 		// Nothing is resent by paho: the outgoing queue resends what the remote has not
 		// acknowledged, on the next connection.
-		SetStore(discardStore{}).
+		SetStore(mqttclient.DiscardStore{}).
 		// Handlers run one at a time, in order; they never wait on the network.
 		SetOrderMatters(true)
 	// paho's own logging stays off: its loggers are package globals (one setting for the
@@ -902,14 +903,3 @@ func waitToken(ctx context.Context, tok mqtt.Token, limit time.Duration) error {
 		return fmt.Errorf("no answer within %v", limit)
 	}
 }
-
-// discardStore is a paho Store that keeps nothing: the queue does the resending.
-type discardStore struct{}
-
-func (discardStore) Open()                             {}
-func (discardStore) Put(string, packets.ControlPacket) {}
-func (discardStore) Get(string) packets.ControlPacket  { return nil }
-func (discardStore) All() []string                     { return nil }
-func (discardStore) Del(string)                        {}
-func (discardStore) Close()                            {}
-func (discardStore) Reset()                            {}

@@ -25,7 +25,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/pimqtt/pimqtt/mqttclient"
 )
 
 // Line is an output the device drives. gpio.Output satisfies it. The device serialises all
@@ -384,7 +385,7 @@ func (d *Device) Start(ctx context.Context) error {
 		SetBinaryWill(d.statusTopic, []byte(statusOff), 1, true).
 		// Outbound QoS 1 messages are not kept: nothing is resent across connections, since
 		// every connection starts clean and publishes status and states afresh.
-		SetStore(discardStore{}).
+		SetStore(mqttclient.DiscardStore{}).
 		SetOnConnectHandler(d.onConnect).
 		SetConnectionLostHandler(d.onConnectionLost)
 	if d.username != "" {
@@ -553,14 +554,3 @@ func quiesceMillis(ctx context.Context) uint {
 	}
 	return uint(wait / time.Millisecond)
 }
-
-// discardStore is a paho Store that keeps nothing (see SetStore in Start for why).
-type discardStore struct{}
-
-func (discardStore) Open()                             {}
-func (discardStore) Put(string, packets.ControlPacket) {}
-func (discardStore) Get(string) packets.ControlPacket  { return nil }
-func (discardStore) All() []string                     { return nil }
-func (discardStore) Del(string)                        {}
-func (discardStore) Close()                            {}
-func (discardStore) Reset()                            {}

@@ -11,7 +11,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/pimqtt/pimqtt/mqttclient"
 )
 
 const (
@@ -65,7 +66,7 @@ func newLink(ctx context.Context, o Options, h *hub, log *slog.Logger) *link {
 		SetWriteTimeout(ackTimeout).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
-		SetStore(discardStore{}).
+		SetStore(mqttclient.DiscardStore{}).
 		SetOnConnectHandler(l.onConnect).
 		SetConnectionLostHandler(l.onLost).
 		SetDefaultPublishHandler(l.onMessage)
@@ -239,15 +240,3 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
-
-// discardStore is a paho Store that keeps nothing: commands are not resent across connections
-// (a late command would surprise whoever sees the page now).
-type discardStore struct{}
-
-func (discardStore) Open()                             {}
-func (discardStore) Put(string, packets.ControlPacket) {}
-func (discardStore) Get(string) packets.ControlPacket  { return nil }
-func (discardStore) All() []string                     { return nil }
-func (discardStore) Del(string)                        {}
-func (discardStore) Close()                            {}
-func (discardStore) Reset()                            {}
