@@ -20,8 +20,10 @@ import (
 // fleetFailoverBound is how long after the SIGKILL of its node every device
 // must obey a command again. nats-server 2.9 itself needs 5-16 s before it
 // answers CONNECT and SUBSCRIBE again when the killed node led JetStream
-// (see mqtttest/nats.go); the device's backoff comes on top.
-const fleetFailoverBound = 30 * time.Second
+// (see mqtttest/nats.go), once 37 s while other test packages loaded this
+// 2-core machine; the device's backoff comes on top. The figures are
+// reported; the bound only catches a device that never comes back.
+const fleetFailoverBound = 60 * time.Second
 
 // fleetCommandInterval is how often the test repeats a command to a device
 // that has not obeyed yet: commands are QoS 0 and a device that is between
