@@ -387,12 +387,18 @@ func (b *Bridge) Close() error {
 	remote, local := b.remote, b.local
 	b.mu.Unlock()
 	if remote != nil {
+		said := true
 		if b.remoteState != "" {
 			if err := waitToken(context.Background(), remote.Publish(b.remoteState, 1, true, "0"), closePublish); err != nil {
-				errs = append(errs, fmt.Errorf("bridge %s: publish state 0 at the remote: %w", b.opts.Name, err))
+				// Not an error of ours: a remote that is slow or just lost. Without a
+				// DISCONNECT (the link is cut below) the remote publishes the will, the same 0.
+				b.log.Warn("remote did not acknowledge state 0 at close; leaving it to the will", "err", err)
+				said = false
 			}
 		}
-		remote.Disconnect(100)
+		if said {
+			remote.Disconnect(100)
+		}
 	}
 	b.remoteLink.closeConn()
 	if local != nil {
