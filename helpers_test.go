@@ -164,6 +164,12 @@ type subscriber struct {
 
 func newSubscriber(t testing.TB, brokerURL, user, password string, topics ...string) *subscriber {
 	t.Helper()
+	return newSubscriberQoS(t, brokerURL, user, password, 1, topics...)
+}
+
+// newSubscriberQoS is newSubscriber subscribing at qos.
+func newSubscriberQoS(t testing.TB, brokerURL, user, password string, qos byte, topics ...string) *subscriber {
+	t.Helper()
 	s := &subscriber{msgs: make(chan message, 256)}
 	opts := paho.NewClientOptions().AddBroker(brokerURL).
 		SetClientID(fmt.Sprintf("test-sub-%d", time.Now().UnixNano())).
@@ -175,7 +181,7 @@ func newSubscriber(t testing.TB, brokerURL, user, password string, topics ...str
 	}
 	t.Cleanup(func() { s.client.Disconnect(100) })
 	for _, topic := range topics {
-		tok := s.client.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) {
+		tok := s.client.Subscribe(topic, qos, func(_ paho.Client, m paho.Message) {
 			s.msgs <- message{topic: m.Topic(), payload: string(m.Payload()), retained: m.Retained()}
 		})
 		if !tok.WaitTimeout(testTimeout) || tok.Error() != nil {

@@ -52,6 +52,12 @@ func tcpDial(addr string) DialFunc {
 // (QoS 1); it is disconnected at cleanup.
 func newObserver(t testing.TB, name string, dial DialFunc, filters ...string) *observer {
 	t.Helper()
+	return newObserverQoS(t, name, dial, 1, filters...)
+}
+
+// newObserverQoS is newObserver subscribing at qos.
+func newObserverQoS(t testing.TB, name string, dial DialFunc, qos byte, filters ...string) *observer {
+	t.Helper()
 	o := &observer{t: t, name: name, changed: make(chan struct{}), limit: waitLimit}
 	opts := mqtt.NewClientOptions().
 		AddBroker("tcp://observer.invalid:1883").
@@ -76,7 +82,7 @@ func newObserver(t testing.TB, name string, dial DialFunc, filters ...string) *o
 	if len(filters) > 0 {
 		subs := map[string]byte{}
 		for _, f := range filters {
-			subs[f] = 1
+			subs[f] = qos
 		}
 		must(t, o.c.SubscribeMultiple(subs, nil), "subscribe observer "+name)
 	}

@@ -50,7 +50,10 @@ func TestBridgeNATSCluster(t *testing.T) {
 	}
 	lo.waitFor("state 1", func(ms []rec) bool { return lastState(ms) == "1" })
 
-	n2 := newObserver(t, "n2", tcpDial(cl.Nodes[1].MQTTAddr()), "raspberry/#", "$SYS/broker/connection/+/state")
+	// QoS 0: nats-server 2.9 serves a QoS 1 subscription through a JetStream consumer, which
+	// once lost a message after the node leading it was killed while the bridge's own
+	// subscription got it; at QoS 0 the observer sees all the cluster took.
+	n2 := newObserverQoS(t, "n2", tcpDial(cl.Nodes[1].MQTTAddr()), 0, "raspberry/#", "$SYS/broker/connection/+/state")
 	n2.limit = natsLimit
 	// mosquitto's notifications work on nats-server: the bridge's state is retained there.
 	remoteState := "$SYS/broker/connection/" + b.opts.ClientID + "/state"
