@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -82,7 +83,8 @@ func startNATSCluster(t testing.TB, n int, pick func(testing.TB, int) []int) *NA
 	if n < 1 {
 		t.Fatalf("StartNATSCluster: n = %d, want at least 1", n)
 	}
-	c := &NATSCluster{bin: RequireTool(t, "nats-server", "nats-server"), dir: t.TempDir()}
+	c := &NATSCluster{bin: RequireTool(t, "nats-server", "nats-server"), dir: t.TempDir(),
+		name: fmt.Sprintf("mqtttest-%d-%s", os.Getpid(), strconv.FormatInt(time.Now().UnixNano(), 36))}
 	t.Cleanup(func() {
 		for _, node := range c.Nodes {
 			node.stop()
@@ -95,37 +97,55 @@ func startNATSCluster(t testing.TB, n int, pick func(testing.TB, int) []int) *NA
 	})
 	start := time.Now()
 	attempt := 0
-	withPorts(t, 2*n, pick, func(ports []int) error {
-		attempt++
+	for formation := 1; ; formation++ {
+		var notFormed error
+		withPorts(t, 2*n, pick, func(ports []int) error {
+			attempt++
+			for _, node := range c.Nodes {
+				node.stop()
+			}
+			c.Nodes = make([]*NATSNode, n)
+			for i := range n {
+				c.Nodes[i] = &NATSNode{
+					Name:        fmt.Sprintf("n%d", i+1),
+					cluster:     c,
+					clusterPort: ports[2*i],
+					mqttPort:    ports[2*i+1],
+					storeDir:    filepath.Join(c.dir, fmt.Sprintf("store-%d-n%d", attempt, i+1)),
+					conf:        filepath.Join(c.dir, fmt.Sprintf("n%d-%d.conf", i+1, attempt)),
+					log:         &SyncBuffer{},
+				}
+			}
+			for _, node := range c.Nodes {
+				if err := os.WriteFile(node.conf, []byte(c.config(node)), 0o600); err != nil {
+					return fmt.Errorf("write nats-server config: %w", err)
+				}
+			}
+			// Every node first, then wait: a node's routes only form once the
+			// others listen, and JetStream waits for its peers.
+			for _, node := range c.Nodes {
+				if err := node.run(); err != nil {
+					return err
+				}
+			}
+			err := waitStarted(c.Nodes)
+			if errors.Is(err, errNotFormed) && formation < natsFormations {
+				notFormed = err
+				return nil
+			}
+			return err
+		})
+		if notFormed == nil {
+			break
+		}
+		// Seen under load: two nodes elect a JetStream leader and the third never
+		// hears of it. Start again, on new ports, rather than wait for it.
+		first, _, _ := strings.Cut(notFormed.Error(), "\n")
+		t.Logf("nats cluster did not form (attempt %d of %d), starting it again: %s", formation, natsFormations, first)
 		for _, node := range c.Nodes {
 			node.stop()
 		}
-		c.Nodes = make([]*NATSNode, n)
-		for i := range n {
-			c.Nodes[i] = &NATSNode{
-				Name:        fmt.Sprintf("n%d", i+1),
-				cluster:     c,
-				clusterPort: ports[2*i],
-				mqttPort:    ports[2*i+1],
-				storeDir:    filepath.Join(c.dir, fmt.Sprintf("store-%d-n%d", attempt, i+1)),
-				conf:        filepath.Join(c.dir, fmt.Sprintf("n%d-%d.conf", i+1, attempt)),
-				log:         &SyncBuffer{},
-			}
-		}
-		for _, node := range c.Nodes {
-			if err := os.WriteFile(node.conf, []byte(c.config(node)), 0o600); err != nil {
-				return fmt.Errorf("write nats-server config: %w", err)
-			}
-		}
-		// Every node first, then wait: a node's routes only form once the
-		// others listen, and JetStream waits for its peers.
-		for _, node := range c.Nodes {
-			if err := node.run(); err != nil {
-				return err
-			}
-		}
-		return waitStarted(c.Nodes)
-	})
+	}
 	if err := c.waitReady(c.Nodes); err != nil {
 		t.Fatalf("nats cluster of %d not ready: %v", n, err)
 	}
@@ -141,6 +161,11 @@ type NATSCluster struct {
 
 	bin string
 	dir string
+	// name is the cluster's own name. Nodes of other clusters (another test's, whose
+	// killed node's route port this cluster may now hold, retried by its peers for as
+	// long as they run) are refused for a name that is not this one, instead of
+	// merging into this cluster and leaving it without a JetStream leader.
+	name string
 }
 
 // URLs returns every node's MQTT URL, in the order of Nodes.
@@ -166,14 +191,14 @@ jetstream {
   store_dir: %q
 }
 cluster {
-  name: mqtttest
+  name: %s
   listen: "127.0.0.1:%d"
   routes: [%s]
 }
 mqtt {
   listen: "127.0.0.1:%d"
 }
-`, node.Name, node.storeDir, node.clusterPort, strings.Join(routes, ", "), node.mqttPort)
+`, node.Name, node.storeDir, c.name, node.clusterPort, strings.Join(routes, ", "), node.mqttPort)
 }
 
 // NATSNode is one nats-server of a NATSCluster.
@@ -274,6 +299,17 @@ func (n *NATSNode) run() error {
 	return nil
 }
 
+// natsFormations is how many times StartNATSCluster starts a cluster that does not form, and
+// natsFormTimeout how long each node may take to know its JetStream leader (about 1 s
+// normally, on this 2-core machine while other tests run too).
+const (
+	natsFormations  = 3
+	natsFormTimeout = 15 * time.Second
+)
+
+// errNotFormed is what a node's wait returns when it does not know a JetStream leader in time.
+var errNotFormed = errors.New("nats cluster not formed")
+
 // errAborted is what a node's wait returns when another node's failed.
 var errAborted = errors.New("aborted: another node failed")
 
@@ -307,7 +343,7 @@ func (n *NATSNode) waitStarted(abort <-chan struct{}) error {
 	n.mu.Unlock()
 	// Only this run's part of the log counts.
 	from := strings.LastIndex(n.log.String(), "--- mqtttest: restart")
-	deadline := time.NewTimer(WaitTimeout)
+	deadline := time.NewTimer(natsFormTimeout)
 	defer deadline.Stop()
 	for {
 		log := n.log.String()
@@ -329,7 +365,7 @@ func (n *NATSNode) waitStarted(abort <-chan struct{}) error {
 			}
 			return fmt.Errorf("nats-server %s exited before it was ready (%v); its log:\n%s", n.Name, p.cmd.ProcessState, log)
 		case <-deadline.C:
-			return fmt.Errorf("nats-server %s not listening or without a JetStream meta leader after %v; its log:\n%s", n.Name, WaitTimeout, log)
+			return fmt.Errorf("%w: nats-server %s not listening or without a JetStream meta leader after %v; its log:\n%s", errNotFormed, n.Name, natsFormTimeout, log)
 		}
 	}
 }
